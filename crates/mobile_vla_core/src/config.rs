@@ -1,0 +1,310 @@
+//! Typed node configuration, built from the flat ROS parameter map and
+//! validated once at start.
+//!
+//! This module owns the meaning, defaults and allowed values of every
+//! parameter. It never reads ROS itself: the node hands it `name -> value`
+//! pairs (nested YAML keys arrive as `camera.topic`), and it answers with a
+//! [`Config`] or one [`ConfigError`] naming the key, the value and what is
+//! allowed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// How camera frames arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// `sensor_msgs/Image` on `camera.topic`.
+    Raw,
+    /// `sensor_msgs/CompressedImage` on `<camera.topic>/compressed`, as image_transport names it.
+    Compressed,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    pub topic: String,
+    pub transport: Transport,
+    /// A frame older than this (stamp to now) is stale and never drives the robot.
+    pub max_age_s: f64,
+    /// Frames larger than this are rejected before any decoding.
+    pub max_width: u32,
+    pub max_height: u32,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            topic: "camera/image_raw".into(),
+            transport: Transport::Raw,
+            max_age_s: 0.5,
+            max_width: 4096,
+            max_height: 4096,
+        }
+    }
+}
+
+impl CameraConfig {
+    /// The topic actually subscribed, following image_transport's naming.
+    pub fn subscribed_topic(&self) -> String {
+        match self.transport {
+            Transport::Raw => self.topic.clone(),
+            Transport::Compressed => format!("{}/compressed", self.topic.trim_end_matches('/')),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstructionConfig {
+    pub topic: String,
+    /// Longer instructions are rejected (the robot stops and status says why).
+    pub max_bytes: usize,
+}
+
+impl Default for InstructionConfig {
+    fn default() -> Self {
+        Self { topic: "instruction".into(), max_bytes: 1024 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub topic: String,
+    /// Publish `geometry_msgs/TwistStamped` instead of `Twist`.
+    pub stamped: bool,
+    /// `header.frame_id` of stamped commands.
+    pub frame_id: String,
+    /// Commands are published at this fixed rate, zero when nothing fresh drives.
+    pub rate_hz: f64,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { topic: "cmd_vel".into(), stamped: false, frame_id: "base_link".into(), rate_hz: 20.0 }
+    }
+}
+
+/// Everything the node reads from its parameters.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub camera: CameraConfig,
+    pub instruction: InstructionConfig,
+    pub output: OutputConfig,
+    /// Standard ROS parameter; accepted so launch files may set it.
+    pub use_sim_time: bool,
+}
+
+/// A parameter that stops start-up: which key, what it held, what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub allowed: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid parameter '{}' = {}: {}", self.key, self.value, self.allowed)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Builds and validates the configuration from flat `a.b.c -> value` parameters.
+    pub fn from_params(params: &BTreeMap<String, Value>) -> Result<Config, ConfigError> {
+        let tree = nest(params)?;
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            // The path already names the offending key, unknown keys included.
+            let key = e.path().to_string();
+            let value = params.get(&key).map(render).unwrap_or_else(|| "?".into());
+            ConfigError { key, value, allowed: e.into_inner().to_string() }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        positive("camera.max_age_s", self.camera.max_age_s)?;
+        positive("output.rate_hz", self.output.rate_hz)?;
+        if self.output.rate_hz > 1000.0 {
+            return Err(err("output.rate_hz", self.output.rate_hz, "a rate in (0, 1000] Hz"));
+        }
+        topic_name("camera.topic", &self.camera.topic)?;
+        topic_name("instruction.topic", &self.instruction.topic)?;
+        topic_name("output.topic", &self.output.topic)?;
+        if self.camera.max_width == 0 || self.camera.max_height == 0 {
+            return Err(err(
+                "camera.max_width/max_height",
+                format!("{}x{}", self.camera.max_width, self.camera.max_height),
+                "positive pixel counts",
+            ));
+        }
+        if self.instruction.max_bytes == 0 {
+            return Err(err("instruction.max_bytes", 0, "a positive byte count"));
+        }
+        Ok(())
+    }
+}
+
+/// Resolves a file parameter: absolute paths as they are, relative ones against
+/// `base` (the package's share directory). The file must exist.
+pub fn resolve_existing_file(key: &str, value: &str, base: &Path) -> Result<PathBuf, ConfigError> {
+    let p = Path::new(value);
+    let path = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(err(key, format!("\"{value}\""), format!("an existing file (looked for {})", path.display())))
+    }
+}
+
+fn err(key: &str, value: impl fmt::Display, allowed: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.to_string(), value: value.to_string(), allowed: allowed.into() }
+}
+
+fn positive(key: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(err(key, v, "a finite number > 0"))
+    }
+}
+
+/// ROS topic names: letters, digits, `_`, `/`, `~`; not empty; no `//`.
+fn topic_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && !name.contains("//")
+        && !name.ends_with('/')
+        && !name.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '/' | '~'));
+    if ok {
+        Ok(())
+    } else {
+        Err(err(key, format!("\"{name}\""), "a valid ROS topic name ([A-Za-z_~/][A-Za-z0-9_/]*)"))
+    }
+}
+
+fn render(v: &Value) -> String {
+    v.to_string()
+}
+
+/// Turns `{"a.b": 1, "a.c": 2}` into `{"a": {"b": 1, "c": 2}}`.
+fn nest(params: &BTreeMap<String, Value>) -> Result<Value, ConfigError> {
+    let mut root = serde_json::Map::new();
+    for (key, value) in params {
+        let mut node = &mut root;
+        let mut parts = key.split('.').peekable();
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                node.insert(part.to_string(), value.clone());
+            } else {
+                let child = node
+                    .entry(part.to_string())
+                    .or_insert_with(|| Value::Object(Default::default()));
+                node = child.as_object_mut().ok_or_else(|| {
+                    err(key, render(value), format!("'{part}' is a value, not a group of parameters"))
+                })?;
+            }
+        }
+    }
+    Ok(Value::Object(root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn params(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn empty_parameters_give_the_documented_defaults() {
+        let c = Config::from_params(&BTreeMap::new()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.camera.subscribed_topic(), "camera/image_raw");
+        assert_eq!(c.output.topic, "cmd_vel");
+    }
+
+    #[test]
+    fn nested_keys_fill_nested_sections_and_integers_widen_to_floats() {
+        let c = Config::from_params(&params(&[
+            ("camera.transport", json!("compressed")),
+            ("camera.topic", json!("front/image")),
+            ("output.rate_hz", json!(30)),
+        ]))
+        .unwrap();
+        assert_eq!(c.camera.transport, Transport::Compressed);
+        assert_eq!(c.camera.subscribed_topic(), "front/image/compressed");
+        assert_eq!(c.output.rate_hz, 30.0);
+    }
+
+    #[test]
+    fn unknown_enum_value_names_key_value_and_allowed_values() {
+        let e = Config::from_params(&params(&[("camera.transport", json!("h264"))])).unwrap_err();
+        assert_eq!(e.key, "camera.transport");
+        assert_eq!(e.value, "\"h264\"");
+        assert!(e.allowed.contains("`raw`") && e.allowed.contains("`compressed`"), "{e}");
+    }
+
+    #[test]
+    fn negative_rate_is_refused() {
+        let e = Config::from_params(&params(&[("output.rate_hz", json!(-5.0))])).unwrap_err();
+        assert_eq!(e.key, "output.rate_hz");
+        assert_eq!(e.value, "-5");
+        assert!(e.to_string().contains("> 0"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_by_its_full_name() {
+        let e = Config::from_params(&params(&[("camera.fps", json!(30))])).unwrap_err();
+        assert_eq!(e.key, "camera.fps");
+        assert!(e.allowed.contains("expected one of"), "{e}");
+        let e = Config::from_params(&params(&[("speed", json!(1))])).unwrap_err();
+        assert_eq!(e.key, "speed");
+    }
+
+    #[test]
+    fn wrong_type_is_refused() {
+        let e = Config::from_params(&params(&[("output.stamped", json!("yes"))])).unwrap_err();
+        assert_eq!(e.key, "output.stamped");
+        assert!(e.allowed.contains("boolean"), "{e}");
+    }
+
+    #[test]
+    fn bad_topic_names_are_refused() {
+        for bad in ["", "cmd vel", "a//b", "9lives", "trailing/"] {
+            let e = Config::from_params(&params(&[("output.topic", json!(bad))])).unwrap_err();
+            assert_eq!(e.key, "output.topic", "{bad}");
+        }
+        Config::from_params(&params(&[("output.topic", json!("/robot/cmd_vel"))])).unwrap();
+        Config::from_params(&params(&[("output.topic", json!("~/cmd"))])).unwrap();
+    }
+
+    #[test]
+    fn a_value_used_as_a_group_is_refused() {
+        let e = Config::from_params(&params(&[
+            ("camera", json!(1)),
+            ("camera.topic", json!("x")),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.key, "camera.topic");
+    }
+
+    #[test]
+    fn missing_files_are_refused_with_the_path_looked_for() {
+        let dir = std::env::temp_dir();
+        let e = resolve_existing_file("policy.hybrid.manifest", "nope/none.json", &dir).unwrap_err();
+        assert_eq!(e.key, "policy.hybrid.manifest");
+        assert!(e.allowed.contains("none.json"), "{e}");
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh or prepared machine: set-up, colcon build, the Rust
+# unit tests of the workspace, then the end-to-end tests over real ROS 2 (pytest
+# with rclpy as the independent peer). Extra arguments go to pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+scripts/build.sh
+# shellcheck disable=SC1091
+source env.sh
+
+echo "=== cargo test (workspace unit tests)"
+# Same target dir and the same prefix variables as colcon's build, so r2r's
+# generated bindings are reused rather than rebuilt.
+COLCON_ENV=build/mobile_vla/colcon_command_prefix_build.sh.env
+PREFIXES=()
+if [ -f "$COLCON_ENV" ]; then
+  mapfile -t PREFIXES < <(grep -E '^(AMENT_PREFIX_PATH|CMAKE_PREFIX_PATH)=' "$COLCON_ENV")
+fi
+env "${PREFIXES[@]}" cargo test --workspace --target-dir build/mobile_vla
+
+echo "=== pytest (end to end over ROS 2)"
+cd tests
+python -m pytest -ra "$@"

@@ -1,0 +1,77 @@
+//! `mobile_vla_node`: the ROS 2 entry point.
+//!
+//! Sets up logging, reads and validates the configuration, runs the node until
+//! SIGINT/SIGTERM, and maps the outcome to an exit code: 0 after a clean
+//! shutdown, 2 for a configuration error (one line naming the key), 1 for any
+//! other start-up failure.
+
+mod node;
+mod ros_params;
+
+use std::process::ExitCode;
+
+use mobile_vla_core::config::Config;
+use tracing::{error, info};
+
+const NODE_NAME: &str = "mobile_vla";
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+
+    if let Err(e) = ros_params::check_params_files(std::env::args()) {
+        error!("{e}");
+        return ExitCode::from(2);
+    }
+    let ctx = match r2r::Context::create() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            error!("could not initialise ROS 2 (rcl_init: {e}); check the --ros-args");
+            return ExitCode::from(1);
+        }
+    };
+    let ros_node = match r2r::Node::create(ctx, NODE_NAME, "") {
+        Ok(n) => n,
+        Err(e) => {
+            error!("could not create node '{NODE_NAME}': {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let config = match Config::from_params(&ros_params::flat_params(&ros_node)) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let name = ros_node.fully_qualified_name().unwrap_or_else(|_| NODE_NAME.into());
+    info!(node = %name, "starting with {config:?}");
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("could not start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(node::run(ros_node, config)) {
+        Ok(()) => {
+            info!("shut down cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

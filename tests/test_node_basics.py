@@ -1,0 +1,178 @@
+"""The node as operators meet it: graph, topics, QoS, parameters, shutdown, launch.
+
+Every test starts the colcon-installed binary and observes it with rclpy only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import LATCHED, NODE_EXE, ROOT, SHARE, find_pkg_prefix, wait_for, write_params
+from geometry_msgs.msg import Twist, TwistStamped
+from mobile_vla_msgs.msg import InferenceStats, Status
+
+LAUNCH = SHARE / "launch" / "mobile_vla.launch.xml"
+
+
+def is_zero(t: Twist) -> bool:
+    return all(v == 0.0 for v in (t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z))
+
+
+def test_install_layout_matches_a_colcon_workspace():
+    prefix = find_pkg_prefix("mobile_vla")
+    assert os.access(prefix / "lib/mobile_vla/mobile_vla_node", os.X_OK)
+    for d in ("launch/mobile_vla.launch.xml", "config/mobile_vla.yaml", "models", "package.xml"):
+        assert (prefix / "share/mobile_vla" / d).exists(), d
+    # rclpy imports the generated interfaces; their definitions carry the fields.
+    assert "frames_dropped" in InferenceStats.get_fields_and_field_types()
+    assert InferenceStats.get_fields_and_field_types()["header"] == "std_msgs/Header"
+
+
+def test_node_appears_with_expected_topics_and_types(peer, run_node):
+    node = run_node()
+    assert peer.wait_for_node("mobile_vla"), node.output()
+    got = wait_for(lambda: (lambda p, s: (p, s) if "/cmd_vel" in p and "/camera/image_raw" in s else None)(
+        *peer.topics_of("mobile_vla")), timeout=10)
+    assert got, peer.topics_of("mobile_vla")
+    pubs, subs = got
+    assert pubs["/cmd_vel"] == ["geometry_msgs/msg/Twist"]
+    assert pubs["/mobile_vla/status"] == ["mobile_vla_msgs/msg/Status"]
+    assert subs["/camera/image_raw"] == ["sensor_msgs/msg/Image"]
+    assert subs["/instruction"] == ["std_msgs/msg/String"]
+    # Camera: sensor-data QoS (best effort); commands: reliable.
+    cam = peer.node.get_subscriptions_info_by_topic("/camera/image_raw")
+    assert cam and cam[0].qos_profile.reliability.name == "BEST_EFFORT"
+    cmd = peer.node.get_publishers_info_by_topic("/cmd_vel")
+    assert cmd and cmd[0].qos_profile.reliability.name == "RELIABLE"
+
+
+def test_compressed_transport_subscribes_the_compressed_subtopic(peer, run_node):
+    run_node({"camera": {"transport": "compressed", "topic": "front/image"}})
+    assert peer.wait_for_node("mobile_vla")
+    subs = wait_for(lambda: (lambda s: s if "/front/image/compressed" in s else None)(peer.topics_of("mobile_vla")[1]))
+    assert subs and subs["/front/image/compressed"] == ["sensor_msgs/msg/CompressedImage"], peer.topics_of("mobile_vla")
+
+
+def test_without_a_policy_it_publishes_only_zero_at_the_configured_rate(peer, run_node):
+    cmds = peer.subscribe(Twist, "/cmd_vel")
+    node = run_node({"output": {"rate_hz": 10.0}})
+    assert wait_for(lambda: len(cmds) >= 1, 15), node.output()
+    t0 = time.monotonic()
+    time.sleep(2.0)
+    window = cmds.after(t0)
+    # 10 Hz for 2 s: about 20; a loose band, this is not a timing test.
+    assert 8 <= len(window) <= 40, len(window)
+    assert all(is_zero(m) for m in cmds.msgs)
+
+
+def test_status_is_latched_and_says_why_the_robot_is_still(peer, run_node):
+    node = run_node()
+    assert peer.wait_for_node("mobile_vla"), node.output()
+    time.sleep(0.5)  # the status was published before we subscribed: latching must deliver it
+    status = peer.subscribe(Status, "/mobile_vla/status", LATCHED)
+    assert wait_for(lambda: len(status) >= 1, 10), node.output()
+    s = status.msgs[0]
+    assert s.state == Status.STATE_SAFE_STOP
+    assert "no policy" in s.reason
+
+
+def test_stamped_output_publishes_twist_stamped_with_frame_id(peer, run_node):
+    cmds = peer.subscribe(TwistStamped, "/cmd_vel")
+    node = run_node({"output": {"stamped": True, "frame_id": "base_footprint"}})
+    assert wait_for(lambda: len(cmds) >= 2, 15), node.output()
+    m = cmds.msgs[-1]
+    assert m.header.frame_id == "base_footprint"
+    assert m.header.stamp.sec > 0
+    assert is_zero(m.twist)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_shutdown_publishes_a_final_zero_and_exits_0(peer, run_node, sig):
+    cmds = peer.subscribe(Twist, "/cmd_vel")
+    # One periodic command every 10 s: anything arriving right after the signal is the final zero.
+    node = run_node({"output": {"rate_hz": 0.1}})
+    assert wait_for(lambda: len(cmds) >= 1, 15), node.output()
+    time.sleep(0.3)
+    t_sig = time.monotonic()
+    rc = node.stop(sig)
+    assert rc == 0, node.output()
+    final = wait_for(lambda: cmds.after(t_sig), 3)
+    assert final, f"no command after {sig!r}:\n{node.output()}"
+    assert is_zero(final[-1])
+    assert "final zero" in node.output()
+
+
+BAD_PARAMS = [
+    ({"camera": {"transport": "h264"}}, "camera.transport", '"h264"', "`raw` or `compressed`"),
+    ({"output": {"rate_hz": -5.0}}, "output.rate_hz", "-5", "> 0"),
+    ({"camera": {"max_age_s": 0.0}}, "camera.max_age_s", "0", "> 0"),
+    ({"output": {"stamped": "yes"}}, "output.stamped", '"yes"', "boolean"),
+    ({"camera": {"fps": 30}}, "camera.fps", "30", "expected one of"),
+    ({"output": {"topic": "cmd vel"}}, "output.topic", '"cmd vel"', "topic name"),
+]
+
+
+@pytest.mark.parametrize("params,key,value,allowed", BAD_PARAMS, ids=[b[1] for b in BAD_PARAMS])
+def test_bad_parameter_stops_startup_with_one_line(run_node, params, key, value, allowed):
+    node = run_node(params)
+    rc = node.wait_exit()
+    assert rc == 2, node.output()
+    errors = [l for l in node.output().splitlines() if "ERROR" in l]
+    assert len(errors) == 1, node.output()
+    line = errors[0]
+    assert f"'{key}'" in line and value in line and allowed in line, line
+
+
+def test_missing_params_file_stops_startup_with_one_line(run_node, tmp_path):
+    missing = tmp_path / "nowhere.yaml"
+    node = run_node(ros_args=["--params-file", str(missing)])
+    assert node.wait_exit() == 2
+    errors = [l for l in node.output().splitlines() if "ERROR" in l]
+    assert len(errors) == 1 and "--params-file" in errors[0] and str(missing) in errors[0], node.output()
+
+
+def launch_command(*args: str) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/launch_xml.py"), str(LAUNCH), *args, "--print"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    import shlex
+
+    return shlex.split(out)
+
+
+def test_launch_file_describes_the_installed_node_and_params_file():
+    cmd = launch_command()
+    assert cmd[0] == str(NODE_EXE)
+    assert cmd[1] == "--ros-args"
+    assert ["-r", "__node:=mobile_vla"] == cmd[2:4]
+    i = cmd.index("--params-file")
+    assert cmd[i + 1] == str(SHARE / "config" / "mobile_vla.yaml")
+    assert "__ns:=" not in " ".join(cmd)  # no namespace by default
+
+
+def test_launch_rejects_unknown_arguments():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts/launch_xml.py"), str(LAUNCH), "nmespace:=x", "--print"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "nmespace" in r.stderr
+
+
+def test_launched_node_runs_under_namespace_and_remaps(peer, run_node):
+    cmd = launch_command("namespace:=robot1", "cmd_vel_topic:=/base/cmd_vel", "camera_topic:=front_cam/image")
+    cmds = peer.subscribe(Twist, "/base/cmd_vel")
+    node = run_node(cmd=cmd)
+    assert peer.wait_for_node("mobile_vla", "/robot1"), node.output()
+    got = wait_for(lambda: (lambda p, s: (p, s) if "/base/cmd_vel" in p and "/robot1/front_cam/image" in s else None)(
+        *peer.topics_of("mobile_vla", "/robot1")), timeout=10)
+    assert got, peer.topics_of("mobile_vla", "/robot1")
+    pubs, subs = got
+    assert "/robot1/mobile_vla/status" in pubs
+    assert "/robot1/instruction" in subs
+    assert wait_for(lambda: len(cmds) >= 1, 10), node.output()
+    assert node.stop() == 0
