@@ -8,7 +8,27 @@ output contract instead, plus sample camera frames, so the node, its tests and
 its benchmarks run end to end on real ONNX Runtime.
 
 Run from anywhere; writes next to this file:
-    samples/*.png      bundled sample camera frames (640x480 RGB)
+    standin_tokenizer.json   word-level tokenizer (Hugging Face tokenizer.json format)
+    standin_hybrid.onnx      + hybrid.json   (manifest)
+    standin_pure.onnx        + pure.json     (manifest)
+    samples/*.png            bundled sample camera frames (640x480 RGB)
+
+What the stand-ins compute (documented so tests can check behaviour):
+  go        = 0 if the instruction contains the word "stop", else 1
+  light     = mean(normalised image, left half) - mean(right half)
+  gate      = (number of image-token positions in image_embeds_position_mask) / 64
+              (1 when the Kosmos-2 prompt layout is right)
+  hybrid:   linear.x  = go * (0.3 + 0.1 * mean(image) + 0.2 * mean(h_in))
+            linear.y  = go * 0.25 * ("left" in instruction - "right" in instruction)
+            angular.z = go * 0.5 * light * gate        (more light on the left: turn left)
+            h_out = 0.5 * h_in + 0.5 * tanh(mean(image)); c_out = c_in + 1
+            (so linear.x drifts frame to frame and returns to its first value
+            when the recurrent state is reset on a new instruction)
+  pure:     a chunk of 4 actions [1, 4, 3], step t scaled by (1 - 0.1 t), from
+            linear.x  = go * (0.25 + 0.1 * mean(image))
+            linear.y  = go * 0.2 * ("left" - "right")
+            angular.z = go * 0.4 * light * gate
+            its image input is float16.
 
 Deterministic: the same script writes the same bytes.
 """
@@ -18,7 +38,11 @@ from __future__ import annotations
 import os
 import sys
 
+import json
+
 import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,7 +78,189 @@ def write_samples() -> None:
         Image.fromarray(scene(l, r, cup)).save(os.path.join(out, name), optimize=True)
 
 
+# --- tokenizer ---------------------------------------------------------------------
+SPECIAL = ["<s>", "<pad>", "</s>", "<unk>", "<image>", "</image>", "<grounding>", "<img>"]
+WORDS = """stop left right go forward back backward turn move navigate around the obstacles obstacle
+to cup a an and of on in at slowly quickly please find red blue green door box chair person table
+wall room towards toward away from avoid follow drive come here there then until reach near""".split()
+VOCAB = {t: i for i, t in enumerate(SPECIAL + WORDS)}
+STOP, LEFT, RIGHT = VOCAB["stop"], VOCAB["left"], VOCAB["right"]
+IMAGE_TOKENS = 64
+MAX_LEN = 96
+
+
+def tokenizer_json() -> dict:
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {"id": VOCAB[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": True}
+            for t in SPECIAL
+        ],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": None,
+        "decoder": None,
+        "model": {"type": "WordLevel", "vocab": VOCAB, "unk_token": "<unk>"},
+    }
+
+
+# --- ONNX graphs ---------------------------------------------------------------------
+class G:
+    """A tiny graph builder: names every intermediate value, keeps the node list."""
+
+    def __init__(self):
+        self.nodes, self.inits, self.n = [], [], 0
+
+    def c(self, value, dtype=np.float32) -> str:
+        name = f"const{len(self.inits)}"
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def op(self, op_type, *inputs, **attrs) -> str:
+        self.n += 1
+        out = f"{op_type.lower()}{self.n}"
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
+        return out
+
+    def name(self, value: str, name: str) -> None:
+        self.nodes.append(helper.make_node("Identity", [value], [name]))
+
+
+def common_features(g: G, pixels: str, width: int):
+    half = width // 2
+    left = g.op("ReduceMean", g.op("Slice", pixels, g.c([0], np.int64), g.c([half], np.int64), g.c([3], np.int64)),
+                axes=[1, 2, 3], keepdims=0)
+    right = g.op("ReduceMean", g.op("Slice", pixels, g.c([half], np.int64), g.c([width], np.int64), g.c([3], np.int64)),
+                 axes=[1, 2, 3], keepdims=0)
+    bright = g.op("ReduceMean", pixels, axes=[1, 2, 3], keepdims=0)
+    light = g.op("Sub", left, right)
+    mask = g.op("Cast", "attention_mask", to=TensorProto.FLOAT)
+
+    def has(token_id):
+        eq = g.op("Cast", g.op("Equal", "input_ids", g.c([token_id], np.int64)), to=TensorProto.FLOAT)
+        return g.op("ReduceMax", g.op("Mul", eq, mask), axes=[1], keepdims=0)
+
+    go = g.op("Sub", g.c([1.0]), has(STOP))
+    lr = g.op("Sub", has(LEFT), has(RIGHT))
+    gate = g.op("Div", g.op("ReduceSum", g.op("Cast", "image_embeds_position_mask", to=TensorProto.FLOAT),
+                            g.c([1], np.int64), keepdims=0), g.c([float(IMAGE_TOKENS)]))
+    return bright, light, go, lr, gate
+
+
+def text_inputs():
+    return [helper.make_tensor_value_info(n, TensorProto.INT64, [1, MAX_LEN])
+            for n in ("input_ids", "attention_mask", "image_embeds_position_mask")]
+
+
+def action_of(g: G, lx: str, ly: str, az: str) -> str:
+    cols = [g.op("Unsqueeze", v, g.c([1], np.int64)) for v in (lx, ly, az)]
+    return g.op("Concat", *cols, axis=1)  # [1, 3]
+
+
+def save(g: G, inputs, outputs, path: str, doc: str) -> None:
+    graph = helper.make_graph(g.nodes, os.path.basename(path), inputs, outputs, g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="mobile_vla standin",
+                              doc_string=doc)
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+STATE = 16
+
+
+def hybrid_model(path: str) -> None:
+    g = G()
+    bright, light, go, lr, gate = common_features(g, "pixel_values", 224)
+    h_mean = g.op("ReduceMean", "h_in", axes=[1, 2], keepdims=0)
+    lx = g.op("Mul", go, g.op("Add", g.c([0.3]), g.op("Add", g.op("Mul", g.c([0.1]), bright),
+                                                      g.op("Mul", g.c([0.2]), h_mean))))
+    ly = g.op("Mul", go, g.op("Mul", g.c([0.25]), lr))
+    az = g.op("Mul", go, g.op("Mul", g.c([0.5]), g.op("Mul", light, gate)))
+    g.name(action_of(g, lx, ly, az), "action")
+    drive = g.op("Mul", g.c([0.5]), g.op("Tanh", bright))
+    g.name(g.op("Add", g.op("Mul", g.c([0.5]), "h_in"), drive), "h_out")
+    g.name(g.op("Add", "c_in", g.c([1.0])), "c_out")
+    f32 = TensorProto.FLOAT
+    save(g,
+         [helper.make_tensor_value_info("pixel_values", f32, [1, 3, 224, 224])] + text_inputs()
+         + [helper.make_tensor_value_info(n, f32, [1, 1, STATE]) for n in ("h_in", "c_in")],
+         [helper.make_tensor_value_info("action", f32, [1, 3])]
+         + [helper.make_tensor_value_info(n, f32, [1, 1, STATE]) for n in ("h_out", "c_out")],
+         path, "STAND-IN for the Kosmos-2 + CLIP hybrid policy export; not a trained model.")
+
+
+def pure_model(path: str) -> None:
+    g = G()
+    pixels = g.op("Cast", "pixel_values", to=TensorProto.FLOAT)
+    bright, light, go, lr, gate = common_features(g, pixels, 224)
+    lx = g.op("Mul", go, g.op("Add", g.c([0.25]), g.op("Mul", g.c([0.1]), bright)))
+    ly = g.op("Mul", go, g.op("Mul", g.c([0.2]), lr))
+    az = g.op("Mul", go, g.op("Mul", g.c([0.4]), g.op("Mul", light, gate)))
+    action = g.op("Unsqueeze", action_of(g, lx, ly, az), g.c([1], np.int64))  # [1, 1, 3]
+    steps = g.c(np.array([1.0, 0.9, 0.8, 0.7], np.float32).reshape(1, 4, 1))
+    g.name(g.op("Mul", action, steps), "action")
+    save(g,
+         [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT16, [1, 3, 224, 224])] + text_inputs(),
+         [helper.make_tensor_value_info("action", TensorProto.FLOAT, [1, 4, 3])],
+         path, "STAND-IN for the pure Kosmos-2 policy export; not a trained model.")
+
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def manifest(name: str, onnx_file: str, image_dtype: str, state: bool, action_step: str, note: str) -> dict:
+    m = {
+        "name": name,
+        "stand_in": True,
+        "description": note,
+        "onnx": onnx_file,
+        "image": {
+            "input": "pixel_values",
+            "width": 224, "height": 224, "resize": "stretch", "channel_order": "rgb", "layout": "nchw",
+            "scale": 1.0 / 255.0, "mean": CLIP_MEAN, "std": CLIP_STD, "dtype": image_dtype,
+        },
+        "text": {
+            "tokenizer": "standin_tokenizer.json",
+            "max_length": MAX_LEN,
+            "prompt": "<grounding> {instruction}",
+            "bos_id": VOCAB["<s>"], "eos_id": VOCAB["</s>"], "pad_id": VOCAB["<pad>"],
+            "image_span": {"start_id": VOCAB["<image>"], "token_id": VOCAB["<img>"], "end_id": VOCAB["</image>"],
+                           "length": IMAGE_TOKENS},
+            "input_ids": "input_ids",
+            "attention_mask": "attention_mask",
+            "image_embeds_position_mask": "image_embeds_position_mask",
+        },
+        "state": [{"input": "h_in", "output": "h_out", "shape": [1, 1, STATE]},
+                  {"input": "c_in", "output": "c_out", "shape": [1, 1, STATE]}] if state else [],
+        "action": {"output": "action", "step": action_step, "linear_x": 0, "linear_y": 1, "angular_z": 2,
+                   "scale": [1.0, 1.0, 1.0], "clip": [1.15, 1.15, 1.15]},
+    }
+    return m
+
+
+def write_json(path: str, obj: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
 def main() -> int:
+    write_json(os.path.join(HERE, "standin_tokenizer.json"), tokenizer_json())
+    hybrid_model(os.path.join(HERE, "standin_hybrid.onnx"))
+    pure_model(os.path.join(HERE, "standin_pure.onnx"))
+    write_json(os.path.join(HERE, "hybrid.json"), manifest(
+        "hybrid", "standin_hybrid.onnx", "f32", True, "last",
+        "STAND-IN with the contract of the Kosmos-2 + CLIP hybrid export (image, Kosmos-2 prompt, LSTM state -> "
+        "action). Replace 'onnx' and 'text.tokenizer' with the real export to drive the robot for real."))
+    write_json(os.path.join(HERE, "pure.json"), manifest(
+        "pure", "standin_pure.onnx", "f16", False, "first",
+        "STAND-IN with the contract of the pure Kosmos-2 export (float16 image, Kosmos-2 prompt -> action chunk "
+        "[1, T, 3], first step used)."))
     write_samples()
     return 0
 

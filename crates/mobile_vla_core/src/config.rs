@@ -90,6 +90,109 @@ impl Default for OutputConfig {
     }
 }
 
+/// ONNX Runtime execution providers, in the order the node tries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Tensorrt,
+    Cuda,
+    Cpu,
+}
+
+impl Provider {
+    /// ONNX Runtime's own name for it, as `GetAvailableProviders` reports it.
+    pub fn ort_name(self) -> &'static str {
+        match self {
+            Provider::Tensorrt => "TensorrtExecutionProvider",
+            Provider::Cuda => "CUDAExecutionProvider",
+            Provider::Cpu => "CPUExecutionProvider",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TensorRtConfig {
+    pub fp16: bool,
+    /// Built engines are cached here: the first start on an Orin takes minutes, later ones seconds.
+    pub engine_cache_dir: String,
+    pub timing_cache_dir: String,
+    pub workspace_mb: u64,
+    /// 0..=5; higher builds slower and may run faster.
+    pub builder_optimization_level: u8,
+}
+
+impl Default for TensorRtConfig {
+    fn default() -> Self {
+        Self {
+            fp16: true,
+            engine_cache_dir: "~/.cache/mobile_vla/tensorrt".into(),
+            timing_cache_dir: "~/.cache/mobile_vla/tensorrt".into(),
+            workspace_mb: 2048,
+            builder_optimization_level: 3,
+        }
+    }
+}
+
+/// One policy (model) and how to run it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Model manifest (JSON); relative paths are resolved against the package share directory.
+    pub manifest: String,
+    /// Preference order; the first one that ONNX Runtime can register runs the model.
+    pub providers: Vec<Provider>,
+    /// Refuse the model when the first preferred provider cannot run it,
+    /// instead of falling back down the list.
+    pub require_provider: bool,
+    pub cpu_threads: usize,
+    pub device_id: i32,
+    pub tensorrt: TensorRtConfig,
+}
+
+impl ModelConfig {
+    fn with_manifest(manifest: &str) -> Self {
+        Self {
+            manifest: manifest.into(),
+            providers: vec![Provider::Tensorrt, Provider::Cuda, Provider::Cpu],
+            require_provider: false,
+            cpu_threads: 1,
+            device_id: 0,
+            tensorrt: TensorRtConfig::default(),
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self::with_manifest("models/hybrid.json")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Path of libonnxruntime.so; empty: $ORT_DYLIB_PATH, else the loader's search path.
+    pub onnxruntime_library: String,
+    /// The primary policy (Kosmos-2 + CLIP hybrid).
+    pub hybrid: ModelConfig,
+    /// The fallback policy (pure Kosmos-2).
+    pub pure: ModelConfig,
+    /// A policy command older than this no longer drives the robot.
+    pub command_timeout_s: f64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            onnxruntime_library: String::new(),
+            hybrid: ModelConfig::with_manifest("models/hybrid.json"),
+            pure: ModelConfig::with_manifest("models/pure.json"),
+            command_timeout_s: 0.5,
+        }
+    }
+}
+
 /// Everything the node reads from its parameters.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -97,6 +200,7 @@ pub struct Config {
     pub camera: CameraConfig,
     pub instruction: InstructionConfig,
     pub output: OutputConfig,
+    pub policy: PolicyConfig,
     /// Standard ROS parameter; accepted so launch files may set it.
     pub use_sim_time: bool,
 }
@@ -150,7 +254,42 @@ impl Config {
         if self.instruction.max_bytes == 0 {
             return Err(err("instruction.max_bytes", 0, "a positive byte count"));
         }
+        positive("policy.command_timeout_s", self.policy.command_timeout_s)?;
+        for (name, m) in [("hybrid", &self.policy.hybrid), ("pure", &self.policy.pure)] {
+            let key = |k: &str| format!("policy.{name}.{k}");
+            if m.providers.is_empty() {
+                return Err(err(&key("providers"), "[]", "a non-empty list of tensorrt, cuda, cpu"));
+            }
+            if m.cpu_threads == 0 || m.cpu_threads > 64 {
+                return Err(err(&key("cpu_threads"), m.cpu_threads, "1..=64"));
+            }
+            if m.tensorrt.builder_optimization_level > 5 {
+                return Err(err(&key("tensorrt.builder_optimization_level"), m.tensorrt.builder_optimization_level, "0..=5"));
+            }
+            if m.tensorrt.workspace_mb == 0 {
+                return Err(err(&key("tensorrt.workspace_mb"), 0, "a positive size in MiB"));
+            }
+        }
         Ok(())
+    }
+
+    /// Checks that every file the configuration names exists, resolving
+    /// relative paths against `share_dir`; returns the resolved manifests.
+    pub fn resolve_files(&self, share_dir: &Path) -> Result<(PathBuf, PathBuf), ConfigError> {
+        let hybrid = resolve_existing_file("policy.hybrid.manifest", &self.policy.hybrid.manifest, share_dir)?;
+        let pure = resolve_existing_file("policy.pure.manifest", &self.policy.pure.manifest, share_dir)?;
+        if !self.policy.onnxruntime_library.is_empty() {
+            resolve_existing_file("policy.onnxruntime_library", &self.policy.onnxruntime_library, share_dir)?;
+        }
+        Ok((hybrid, pure))
+    }
+}
+
+/// `~/x` -> `$HOME/x`; anything else unchanged.
+pub fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => PathBuf::from(path),
     }
 }
 
@@ -298,6 +437,36 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.key, "camera.topic");
+    }
+
+    #[test]
+    fn provider_lists_parse_from_string_arrays_and_bad_names_are_refused() {
+        let c = Config::from_params(&params(&[("policy.hybrid.providers", json!(["cuda", "cpu"]))])).unwrap();
+        assert_eq!(c.policy.hybrid.providers, vec![Provider::Cuda, Provider::Cpu]);
+        assert_eq!(c.policy.pure.providers[0], Provider::Tensorrt);
+        let e = Config::from_params(&params(&[("policy.pure.providers", json!(["tensorrt", "gpu"]))])).unwrap_err();
+        assert_eq!(e.key, "policy.pure.providers[1]");
+        assert!(e.allowed.contains("`tensorrt`, `cuda`, `cpu`"), "{e}");
+        let e = Config::from_params(&params(&[("policy.pure.providers", json!([]))])).unwrap_err();
+        assert_eq!(e.key, "policy.pure.providers");
+    }
+
+    #[test]
+    fn tensorrt_options_are_validated() {
+        let e = Config::from_params(&params(&[("policy.hybrid.tensorrt.builder_optimization_level", json!(9))]))
+            .unwrap_err();
+        assert_eq!(e.key, "policy.hybrid.tensorrt.builder_optimization_level");
+        let e = Config::from_params(&params(&[("policy.hybrid.tensorrt.workspace_mb", json!(-1))])).unwrap_err();
+        assert_eq!(e.key, "policy.hybrid.tensorrt.workspace_mb");
+    }
+
+    #[test]
+    fn manifests_resolve_against_the_share_directory() {
+        let share = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let (h, p) = Config::default().resolve_files(&share).unwrap();
+        assert!(h.ends_with("models/hybrid.json") && p.ends_with("models/pure.json"));
+        let c = Config::from_params(&params(&[("policy.pure.manifest", json!("models/none.json"))])).unwrap();
+        assert_eq!(c.resolve_files(&share).unwrap_err().key, "policy.pure.manifest");
     }
 
     #[test]

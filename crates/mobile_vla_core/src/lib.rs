@@ -1,1 +1,8 @@
+//! Pure, synchronous decision logic of the mobile_vla node.
+//!
+//! Nothing in this crate talks to ROS, ONNX Runtime or the robot: every module
+//! is plain data in, plain data out, driven by unit tests. The node's async
+//! shell moves messages between rcl and these cores.
+
 pub mod config;
+pub mod preprocess;

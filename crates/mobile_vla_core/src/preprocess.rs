@@ -1,0 +1,633 @@
+//! Camera frame -> model input tensor, in one pass into a reused buffer.
+//!
+//! Owns frame validation (encoding, size, `step`, data length, decode errors),
+//! colour conversion, resizing, normalisation and tensor layout. A frame that
+//! fails any check is rejected with a [`FrameError`]; nothing partial ever
+//! reaches a model. It knows nothing of ROS or ONNX Runtime: the node passes
+//! plain bytes and the encoding string from the message.
+//!
+//! The transform is specified exactly (tests in Python reproduce it):
+//! 1. optional centre crop of the source to the target aspect ratio;
+//! 2. bilinear sampling with half-pixel centres and edge clamping
+//!    (`src = (dst + 0.5) * in / out - 0.5`), no antialiasing;
+//! 3. per channel `(v * scale - mean) / std`, in the model's channel order;
+//! 4. NCHW or NHWC layout, f32 or f16.
+//!
+//! Raw encodings (sensor_msgs/image_encodings): `rgb8`, `bgr8`, `rgba8`,
+//! `bgra8`, `mono8`, `yuv422` (UYVY, as ROS defines it) and `yuv422_yuy2`
+//! (YUYV, what most USB cameras send). YUV uses full-range BT.601 (JPEG's).
+//! Compressed: JPEG and PNG, decoded into a reused RGB buffer after the header
+//! size is checked, so a huge image is refused before it is decoded.
+
+use std::fmt;
+use std::io::Cursor;
+
+use half::f16;
+use image::ImageDecoder;
+use serde::Deserialize;
+
+/// Channel order the model expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    Rgb,
+    Bgr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    F16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    /// Scale the whole frame to the model size (aspect ratio not kept).
+    Stretch,
+    /// Crop the centre to the model's aspect ratio, then scale.
+    CenterCrop,
+}
+
+/// What the model wants its image to look like.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    pub width: u32,
+    pub height: u32,
+    pub resize: ResizeMode,
+    pub channel_order: ChannelOrder,
+    pub layout: Layout,
+    /// Multiplies the 0..255 pixel value first (1/255 gives [0, 1]).
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub dtype: DType,
+}
+
+impl ImageSpec {
+    pub fn shape(&self) -> [usize; 4] {
+        let (h, w) = (self.height as usize, self.width as usize);
+        match self.layout {
+            Layout::Nchw => [1, 3, h, w],
+            Layout::Nhwc => [1, h, w, 3],
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.width == 0 || self.height == 0 || self.width > 4096 || self.height > 4096 {
+            return Err(format!("image size {}x{} must be within 1..=4096", self.width, self.height));
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(format!("image scale {} must be finite and > 0", self.scale));
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || self.mean.iter().any(|m| !m.is_finite()) {
+            return Err(format!("image mean {:?} / std {:?} must be finite with std > 0", self.mean, self.std));
+        }
+        Ok(())
+    }
+}
+
+/// Why a frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    UnsupportedEncoding(String),
+    Empty { width: u32, height: u32 },
+    TooLarge { width: u32, height: u32, max_width: u32, max_height: u32 },
+    StepTooSmall { step: u32, min: u64 },
+    DataTooShort { len: usize, need: u64 },
+    OddWidthForYuv { width: u32 },
+    UnsupportedFormat(String),
+    Decode(String),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::UnsupportedEncoding(e) => write!(
+                f,
+                "unsupported encoding '{e}' (supported: rgb8, bgr8, rgba8, bgra8, mono8, yuv422, yuv422_yuy2)"
+            ),
+            FrameError::Empty { width, height } => write!(f, "empty frame {width}x{height}"),
+            FrameError::TooLarge { width, height, max_width, max_height } => {
+                write!(f, "frame {width}x{height} exceeds the limit {max_width}x{max_height}")
+            }
+            FrameError::StepTooSmall { step, min } => write!(f, "step {step} is smaller than width*bytes_per_pixel = {min}"),
+            FrameError::DataTooShort { len, need } => write!(f, "data has {len} bytes, step*height needs {need}"),
+            FrameError::OddWidthForYuv { width } => write!(f, "YUV 4:2:2 frame width {width} is odd"),
+            FrameError::UnsupportedFormat(s) => write!(f, "unsupported compressed format '{s}' (supported: jpeg, png)"),
+            FrameError::Decode(e) => write!(f, "corrupt compressed image: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// A raw frame borrowed from a `sensor_msgs/Image`.
+#[derive(Debug, Clone, Copy)]
+pub struct RawFrame<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub encoding: &'a str,
+    pub step: u32,
+    pub data: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Rgb8,
+    Bgr8,
+    Rgba8,
+    Bgra8,
+    Mono8,
+    Uyvy,
+    Yuyv,
+}
+
+impl Encoding {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "rgb8" => Self::Rgb8,
+            "bgr8" => Self::Bgr8,
+            "rgba8" => Self::Rgba8,
+            "bgra8" => Self::Bgra8,
+            "mono8" => Self::Mono8,
+            "yuv422" | "uyvy" => Self::Uyvy,
+            "yuv422_yuy2" | "yuyv" => Self::Yuyv,
+            _ => return None,
+        })
+    }
+
+    fn bytes_per_pixel(self) -> u64 {
+        match self {
+            Self::Rgb8 | Self::Bgr8 => 3,
+            Self::Rgba8 | Self::Bgra8 => 4,
+            Self::Mono8 => 1,
+            Self::Uyvy | Self::Yuyv => 2,
+        }
+    }
+}
+
+/// Bilinear taps along one axis: for each output index, two source indices and the weight of the second.
+#[derive(Debug, Default, Clone)]
+struct Taps {
+    key: (u32, u32, u32),
+    i0: Vec<u32>,
+    i1: Vec<u32>,
+    w1: Vec<f32>,
+}
+
+impl Taps {
+    /// `out` samples over source indices `[start, start + len)`.
+    fn update(&mut self, start: u32, len: u32, out: u32) {
+        if self.key == (start, len, out) && !self.i0.is_empty() {
+            return;
+        }
+        self.key = (start, len, out);
+        self.i0.clear();
+        self.i1.clear();
+        self.w1.clear();
+        let ratio = len as f32 / out as f32;
+        for d in 0..out {
+            let s = ((d as f32 + 0.5) * ratio - 0.5).max(0.0);
+            let s0 = (s.floor() as u32).min(len - 1);
+            let s1 = (s0 + 1).min(len - 1);
+            self.i0.push(start + s0);
+            self.i1.push(start + s1);
+            self.w1.push(s - s0 as f32);
+        }
+    }
+}
+
+/// Turns frames into model input. Holds every buffer it needs, so once warm it
+/// allocates nothing per frame (for compressed frames: while their size stays the same).
+pub struct Preprocessor {
+    spec: ImageSpec,
+    max_width: u32,
+    max_height: u32,
+    xs: Taps,
+    ys: Taps,
+    f32_out: Vec<f32>,
+    f16_out: Vec<f16>,
+    decoded: Vec<u8>,
+}
+
+/// The prepared tensor, borrowed from the preprocessor's buffer.
+pub enum Tensor<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl Preprocessor {
+    pub fn new(spec: ImageSpec, max_width: u32, max_height: u32) -> Self {
+        let n = 3 * spec.width as usize * spec.height as usize;
+        Self {
+            f32_out: vec![0.0; n],
+            f16_out: if spec.dtype == DType::F16 { vec![f16::ZERO; n] } else { Vec::new() },
+            spec,
+            max_width,
+            max_height,
+            xs: Taps::default(),
+            ys: Taps::default(),
+            decoded: Vec::new(),
+        }
+    }
+
+    pub fn spec(&self) -> &ImageSpec {
+        &self.spec
+    }
+
+    /// The tensor from the last successful `raw` or `compressed` call.
+    pub fn tensor(&self) -> Tensor<'_> {
+        match self.spec.dtype {
+            DType::F32 => Tensor::F32(&self.f32_out),
+            DType::F16 => Tensor::F16(&self.f16_out),
+        }
+    }
+
+    fn check_size(&self, width: u32, height: u32) -> Result<(), FrameError> {
+        if width == 0 || height == 0 {
+            return Err(FrameError::Empty { width, height });
+        }
+        if width > self.max_width || height > self.max_height {
+            return Err(FrameError::TooLarge { width, height, max_width: self.max_width, max_height: self.max_height });
+        }
+        Ok(())
+    }
+
+    /// Validates and converts a raw `sensor_msgs/Image`.
+    pub fn raw(&mut self, f: &RawFrame<'_>) -> Result<Tensor<'_>, FrameError> {
+        let enc = Encoding::parse(f.encoding).ok_or_else(|| FrameError::UnsupportedEncoding(f.encoding.to_string()))?;
+        self.check_size(f.width, f.height)?;
+        let min_step = f.width as u64 * enc.bytes_per_pixel();
+        if (f.step as u64) < min_step {
+            return Err(FrameError::StepTooSmall { step: f.step, min: min_step });
+        }
+        let need = f.step as u64 * f.height as u64;
+        if (f.data.len() as u64) < need {
+            return Err(FrameError::DataTooShort { len: f.data.len(), need });
+        }
+        if matches!(enc, Encoding::Uyvy | Encoding::Yuyv) && f.width % 2 != 0 {
+            return Err(FrameError::OddWidthForYuv { width: f.width });
+        }
+        let src = Source { data: f.data, step: f.step as usize };
+        match enc {
+            Encoding::Rgb8 => self.fill(f.width, f.height, |x, y| src.interleaved::<3>(x, y, [0, 1, 2])),
+            Encoding::Bgr8 => self.fill(f.width, f.height, |x, y| src.interleaved::<3>(x, y, [2, 1, 0])),
+            Encoding::Rgba8 => self.fill(f.width, f.height, |x, y| src.interleaved::<4>(x, y, [0, 1, 2])),
+            Encoding::Bgra8 => self.fill(f.width, f.height, |x, y| src.interleaved::<4>(x, y, [2, 1, 0])),
+            Encoding::Mono8 => self.fill(f.width, f.height, |x, y| {
+                let v = src.data[y * src.step + x] as f32;
+                [v, v, v]
+            }),
+            Encoding::Uyvy => self.fill(f.width, f.height, |x, y| src.yuv422(x, y, [1, 0, 2])),
+            Encoding::Yuyv => self.fill(f.width, f.height, |x, y| src.yuv422(x, y, [0, 1, 3])),
+        }
+        Ok(self.tensor())
+    }
+
+    /// Validates, decodes and converts a `sensor_msgs/CompressedImage`.
+    /// `format` is the message's format field (`jpeg`, `png`, `rgb8; jpeg compressed bgr8`, ...).
+    pub fn compressed(&mut self, format: &str, data: &[u8]) -> Result<Tensor<'_>, FrameError> {
+        let fmt = format.to_ascii_lowercase();
+        let is_png = fmt.contains("png") || data.starts_with(b"\x89PNG");
+        let is_jpeg = fmt.contains("jpeg") || fmt.contains("jpg") || data.starts_with(&[0xFF, 0xD8]);
+        let (w, h) = if is_png {
+            let dec = image::codecs::png::PngDecoder::new(Cursor::new(data)).map_err(|e| FrameError::Decode(e.to_string()))?;
+            self.decode_rgb8(dec)?
+        } else if is_jpeg {
+            let dec = image::codecs::jpeg::JpegDecoder::new(Cursor::new(data)).map_err(|e| FrameError::Decode(e.to_string()))?;
+            self.decode_rgb8(dec)?
+        } else {
+            return Err(FrameError::UnsupportedFormat(format.to_string()));
+        };
+        let decoded = std::mem::take(&mut self.decoded);
+        let src = Source { data: &decoded, step: w as usize * 3 };
+        self.fill(w, h, |x, y| src.interleaved::<3>(x, y, [0, 1, 2]));
+        self.decoded = decoded;
+        Ok(self.tensor())
+    }
+
+    /// Decodes into `self.decoded` as RGB8 after checking the header's size.
+    fn decode_rgb8(&mut self, dec: impl ImageDecoder) -> Result<(u32, u32), FrameError> {
+        let (w, h) = dec.dimensions();
+        self.check_size(w, h)?;
+        let color = dec.color_type();
+        let n = dec.total_bytes() as usize;
+        self.decoded.resize(n, 0);
+        dec.read_image(&mut self.decoded).map_err(|e| FrameError::Decode(e.to_string()))?;
+        let px = (w * h) as usize;
+        // Normalise the decoded colour type to packed RGB8 in place (only shrinks).
+        match color {
+            image::ColorType::Rgb8 => {}
+            image::ColorType::L8 => {
+                self.decoded.resize(px * 3, 0);
+                for i in (0..px).rev() {
+                    let v = self.decoded[i];
+                    self.decoded[3 * i..3 * i + 3].copy_from_slice(&[v, v, v]);
+                }
+            }
+            image::ColorType::Rgba8 => {
+                for i in 0..px {
+                    self.decoded.copy_within(4 * i..4 * i + 3, 3 * i);
+                }
+                self.decoded.truncate(px * 3);
+            }
+            image::ColorType::La8 => {
+                // Grows 2 -> 3 bytes a pixel: back to front, so nothing unread is overwritten.
+                self.decoded.resize(px * 3, 0);
+                for i in (0..px).rev() {
+                    let v = self.decoded[2 * i];
+                    self.decoded[3 * i..3 * i + 3].copy_from_slice(&[v, v, v]);
+                }
+            }
+            other => return Err(FrameError::UnsupportedFormat(format!("{other:?} pixels"))),
+        }
+        Ok((w, h))
+    }
+
+    /// Samples the source (given as a per-pixel RGB function) into the output tensor.
+    fn fill(&mut self, src_w: u32, src_h: u32, px: impl Fn(usize, usize) -> [f32; 3]) {
+        let (ow, oh) = (self.spec.width, self.spec.height);
+        let (x0, cw, y0, ch) = crop(src_w, src_h, ow, oh, self.spec.resize);
+        self.xs.update(x0, cw, ow);
+        self.ys.update(y0, ch, oh);
+        let order = match self.spec.channel_order {
+            ChannelOrder::Rgb => [0, 1, 2],
+            ChannelOrder::Bgr => [2, 1, 0],
+        };
+        let scale = self.spec.scale;
+        let mul: [f32; 3] = std::array::from_fn(|c| scale / self.spec.std[order[c]]);
+        let add: [f32; 3] = std::array::from_fn(|c| -self.spec.mean[order[c]] / self.spec.std[order[c]]);
+        let (ow, oh) = (ow as usize, oh as usize);
+        let plane = ow * oh;
+        let out = &mut self.f32_out;
+        for oy in 0..oh {
+            let (ya, yb, wy) = (self.ys.i0[oy] as usize, self.ys.i1[oy] as usize, self.ys.w1[oy]);
+            for ox in 0..ow {
+                let (xa, xb, wx) = (self.xs.i0[ox] as usize, self.xs.i1[ox] as usize, self.xs.w1[ox]);
+                let (p00, p01, p10, p11) = (px(xa, ya), px(xb, ya), px(xa, yb), px(xb, yb));
+                for c in 0..3 {
+                    let s = order[c];
+                    let top = p00[s] + (p01[s] - p00[s]) * wx;
+                    let bot = p10[s] + (p11[s] - p10[s]) * wx;
+                    let v = (top + (bot - top) * wy) * mul[c] + add[c];
+                    let idx = match self.spec.layout {
+                        Layout::Nchw => c * plane + oy * ow + ox,
+                        Layout::Nhwc => (oy * ow + ox) * 3 + c,
+                    };
+                    out[idx] = v;
+                }
+            }
+        }
+        if self.spec.dtype == DType::F16 {
+            for (d, s) in self.f16_out.iter_mut().zip(out.iter()) {
+                *d = f16::from_f32(*s);
+            }
+        }
+    }
+}
+
+/// The source rectangle `(x0, width, y0, height)` that is resized to the output.
+fn crop(sw: u32, sh: u32, ow: u32, oh: u32, mode: ResizeMode) -> (u32, u32, u32, u32) {
+    match mode {
+        ResizeMode::Stretch => (0, sw, 0, sh),
+        ResizeMode::CenterCrop => {
+            // Compare sw/sh with ow/oh without floating point.
+            if sw as u64 * oh as u64 > sh as u64 * ow as u64 {
+                let cw = ((sh as u64 * ow as u64) / oh as u64).max(1) as u32;
+                ((sw - cw) / 2, cw, 0, sh)
+            } else {
+                let chh = ((sw as u64 * oh as u64) / ow as u64).max(1) as u32;
+                (0, sw, (sh - chh) / 2, chh)
+            }
+        }
+    }
+}
+
+struct Source<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl Source<'_> {
+    #[inline(always)]
+    fn interleaved<const N: usize>(&self, x: usize, y: usize, rgb: [usize; 3]) -> [f32; 3] {
+        let i = y * self.step + x * N;
+        let p = &self.data[i..i + N];
+        [p[rgb[0]] as f32, p[rgb[1]] as f32, p[rgb[2]] as f32]
+    }
+
+    /// 4:2:2 macro-pixel of two pixels; `pos` = byte offsets of (Y0, U, V) and Y1 = Y0 + 2.
+    #[inline(always)]
+    fn yuv422(&self, x: usize, y: usize, pos: [usize; 3]) -> [f32; 3] {
+        let i = y * self.step + (x & !1) * 2;
+        let m = &self.data[i..i + 4];
+        let yv = m[pos[0] + 2 * (x & 1)] as f32;
+        let u = m[pos[1]] as f32 - 128.0;
+        let v = m[pos[2]] as f32 - 128.0;
+        yuv_to_rgb(yv, u, v)
+    }
+}
+
+/// Full-range BT.601, as JPEG uses.
+#[inline(always)]
+fn yuv_to_rgb(y: f32, u: f32, v: f32) -> [f32; 3] {
+    [
+        (y + 1.402 * v).clamp(0.0, 255.0),
+        (y - 0.344_136 * u - 0.714_136 * v).clamp(0.0, 255.0),
+        (y + 1.772 * u).clamp(0.0, 255.0),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(w: u32, h: u32) -> ImageSpec {
+        ImageSpec {
+            width: w,
+            height: h,
+            resize: ResizeMode::Stretch,
+            channel_order: ChannelOrder::Rgb,
+            layout: Layout::Nchw,
+            scale: 1.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            dtype: DType::F32,
+        }
+    }
+
+    fn f32s(t: Tensor<'_>) -> Vec<f32> {
+        match t {
+            Tensor::F32(v) => v.to_vec(),
+            Tensor::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        }
+    }
+
+    fn frame<'a>(w: u32, h: u32, enc: &'a str, step: u32, data: &'a [u8]) -> RawFrame<'a> {
+        RawFrame { width: w, height: h, encoding: enc, step, data }
+    }
+
+    #[test]
+    fn identity_size_copies_pixels_into_planes() {
+        let mut p = Preprocessor::new(spec(2, 1), 100, 100);
+        let data = [10, 20, 30, 40, 50, 60];
+        let out = f32s(p.raw(&frame(2, 1, "rgb8", 6, &data)).unwrap());
+        assert_eq!(out, vec![10.0, 40.0, 20.0, 50.0, 30.0, 60.0]);
+    }
+
+    #[test]
+    fn encodings_agree_on_the_same_colours() {
+        let rgb = [10u8, 20, 30, 200, 150, 100];
+        let bgr = [30u8, 20, 10, 100, 150, 200];
+        let rgba = [10u8, 20, 30, 255, 200, 150, 100, 255];
+        let bgra = [30u8, 20, 10, 0, 100, 150, 200, 0];
+        let mut p = Preprocessor::new(spec(2, 1), 100, 100);
+        let want = f32s(p.raw(&frame(2, 1, "rgb8", 6, &rgb)).unwrap());
+        assert_eq!(f32s(p.raw(&frame(2, 1, "bgr8", 6, &bgr)).unwrap()), want);
+        assert_eq!(f32s(p.raw(&frame(2, 1, "rgba8", 8, &rgba)).unwrap()), want);
+        assert_eq!(f32s(p.raw(&frame(2, 1, "bgra8", 8, &bgra)).unwrap()), want);
+    }
+
+    #[test]
+    fn yuv_grey_is_grey_and_byte_orders_differ_correctly() {
+        let mut p = Preprocessor::new(spec(2, 1), 100, 100);
+        // UYVY: U Y0 V Y1; YUYV: Y0 U Y1 V. Neutral chroma (128) gives grey = Y.
+        let uyvy = [128u8, 50, 128, 90];
+        let yuyv = [50u8, 128, 90, 128];
+        let a = f32s(p.raw(&frame(2, 1, "yuv422", 4, &uyvy)).unwrap());
+        assert_eq!(a, vec![50.0, 90.0, 50.0, 90.0, 50.0, 90.0]);
+        let b = f32s(p.raw(&frame(2, 1, "yuv422_yuy2", 4, &yuyv)).unwrap());
+        assert_eq!(a, b);
+        // Strong V (red difference) raises R and lowers G.
+        let red = f32s(p.raw(&frame(2, 1, "yuv422", 4, &[128, 100, 228, 100])).unwrap());
+        assert!(red[0] > 200.0 && red[2] < 100.0, "{red:?}");
+    }
+
+    #[test]
+    fn row_padding_in_step_is_skipped() {
+        let mut p = Preprocessor::new(spec(1, 2), 100, 100);
+        let data = [1, 2, 3, 99, 99, 4, 5, 6, 99, 99];
+        let out = f32s(p.raw(&frame(1, 2, "rgb8", 5, &data)).unwrap());
+        assert_eq!(out, vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+
+    #[test]
+    fn normalisation_and_layout_and_channel_order() {
+        let mut s = spec(1, 1);
+        s.scale = 1.0 / 255.0;
+        s.mean = [0.5, 0.25, 0.0];
+        s.std = [0.5, 0.25, 1.0];
+        s.channel_order = ChannelOrder::Bgr;
+        s.layout = Layout::Nhwc;
+        let mut p = Preprocessor::new(s, 10, 10);
+        let out = f32s(p.raw(&frame(1, 1, "rgb8", 3, &[255, 0, 51])).unwrap());
+        // BGR order: b=0.2, g=(0-0.25)/0.25=-1, r=(1-0.5)/0.5=1
+        let want = [0.2f32, -1.0, 1.0];
+        for (o, w) in out.iter().zip(want) {
+            assert!((o - w).abs() < 1e-6, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn bilinear_downscale_with_half_pixel_centres() {
+        // 4x1 -> 2x1: samples at src x = 0.5 and 2.5.
+        let mut p = Preprocessor::new(spec(2, 1), 100, 100);
+        let data = [0, 0, 0, 100, 100, 100, 200, 200, 200, 255, 255, 255];
+        let out = f32s(p.raw(&frame(4, 1, "rgb8", 12, &data)).unwrap());
+        assert_eq!(&out[0..2], &[50.0, 227.5]);
+    }
+
+    #[test]
+    fn center_crop_keeps_the_middle() {
+        let mut s = spec(1, 1);
+        s.resize = ResizeMode::CenterCrop;
+        let mut p = Preprocessor::new(s, 100, 100);
+        // 3x1 -> 1x1 with centre crop takes the middle pixel only.
+        let out = f32s(p.raw(&frame(3, 1, "mono8", 3, &[0, 77, 255])).unwrap());
+        assert_eq!(out, vec![77.0, 77.0, 77.0]);
+    }
+
+    #[test]
+    fn f16_output_matches_f32_within_half_precision() {
+        let mut s = spec(4, 4);
+        s.scale = 1.0 / 255.0;
+        s.dtype = DType::F16;
+        let mut p = Preprocessor::new(s, 100, 100);
+        let data: Vec<u8> = (0..8 * 8 * 3).map(|i| (i * 7 % 256) as u8).collect();
+        let half = f32s(p.raw(&frame(8, 8, "rgb8", 24, &data)).unwrap());
+        let full = p.f32_out.clone();
+        for (h, f) in half.iter().zip(full) {
+            assert!((h - f).abs() < 1e-3);
+        }
+    }
+
+    #[test]
+    fn malformed_frames_are_refused() {
+        let mut p = Preprocessor::new(spec(2, 2), 64, 64);
+        let d = vec![0u8; 64 * 64 * 4];
+        let cases: Vec<(RawFrame, fn(&FrameError) -> bool)> = vec![
+            (frame(2, 2, "rgb16", 12, &d), |e| matches!(e, FrameError::UnsupportedEncoding(_))),
+            (frame(0, 2, "rgb8", 0, &d), |e| matches!(e, FrameError::Empty { .. })),
+            (frame(65, 2, "rgb8", 195, &d), |e| matches!(e, FrameError::TooLarge { .. })),
+            (frame(4, 2, "rgb8", 11, &d), |e| matches!(e, FrameError::StepTooSmall { step: 11, min: 12 })),
+            (frame(4, 4, "rgb8", 12, &d[..47]), |e| matches!(e, FrameError::DataTooShort { len: 47, need: 48 })),
+            (frame(3, 2, "yuv422", 6, &d), |e| matches!(e, FrameError::OddWidthForYuv { .. })),
+        ];
+        for (f, is) in cases {
+            let e = p.raw(&f).err().unwrap_or_else(|| panic!("{} accepted", f.encoding));
+            assert!(is(&e), "{e}");
+        }
+    }
+
+    fn encode(img: image::RgbImage, fmt: image::ImageFormat) -> Vec<u8> {
+        let mut buf = Cursor::new(Vec::new());
+        img.write_to(&mut buf, fmt).unwrap();
+        buf.into_inner()
+    }
+
+    #[test]
+    fn png_decodes_to_the_same_tensor_as_raw() {
+        let img = image::RgbImage::from_fn(8, 6, |x, y| image::Rgb([(x * 30) as u8, (y * 40) as u8, 7]));
+        let mut p = Preprocessor::new(spec(4, 3), 100, 100);
+        let raw = f32s(p.raw(&frame(8, 6, "rgb8", 24, img.as_raw())).unwrap());
+        let png = f32s(p.compressed("png", &encode(img, image::ImageFormat::Png)).unwrap());
+        assert_eq!(raw, png);
+    }
+
+    #[test]
+    fn jpeg_decodes_and_corrupt_or_huge_jpeg_is_refused() {
+        let img = image::RgbImage::from_fn(32, 32, |x, _| image::Rgb([(x * 8) as u8, 100, 100]));
+        let jpeg = encode(img, image::ImageFormat::Jpeg);
+        let mut p = Preprocessor::new(spec(4, 4), 16, 64);
+        // 32 wide > max 16: refused from the header, before decoding.
+        assert!(matches!(p.compressed("jpeg", &jpeg), Err(FrameError::TooLarge { .. })));
+        let mut p = Preprocessor::new(spec(4, 4), 64, 64);
+        p.compressed("jpeg", &jpeg).unwrap();
+        let truncated = &jpeg[..jpeg.len() / 2];
+        assert!(matches!(p.compressed("jpeg", truncated), Err(FrameError::Decode(_))));
+        assert!(matches!(p.compressed("jpeg", b"not an image"), Err(FrameError::Decode(_))));
+        assert!(matches!(p.compressed("tiff", b"II*\0"), Err(FrameError::UnsupportedFormat(_))));
+    }
+
+    #[test]
+    fn warm_preprocessing_does_not_reallocate() {
+        let mut p = Preprocessor::new(spec(8, 8), 100, 100);
+        let data = vec![9u8; 16 * 16 * 3];
+        p.raw(&frame(16, 16, "rgb8", 48, &data)).unwrap();
+        let (a, b) = (p.f32_out.as_ptr(), p.xs.i0.as_ptr());
+        for _ in 0..3 {
+            p.raw(&frame(16, 16, "rgb8", 48, &data)).unwrap();
+        }
+        assert_eq!((a, b), (p.f32_out.as_ptr(), p.xs.i0.as_ptr()));
+    }
+}

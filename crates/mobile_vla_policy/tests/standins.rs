@@ -1,0 +1,140 @@
+//! The stand-in models through real ONNX Runtime (libonnxruntime from the
+//! onnxruntime wheel, found through ORT_DYLIB_PATH as env.sh sets it).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use mobile_vla_core::config::{ModelConfig, Provider};
+use mobile_vla_policy::policy::init_runtime;
+use mobile_vla_policy::{Policy, PolicyError};
+use ort::session::RunOptions;
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+fn env() -> &'static ort::environment::Environment {
+    static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
+    ENV.get_or_init(|| {
+        init_runtime(None).expect("libonnxruntime: source env.sh (it sets ORT_DYLIB_PATH) or run scripts/test.sh")
+    })
+}
+
+fn cpu() -> ModelConfig {
+    ModelConfig { providers: vec![Provider::Cpu], ..ModelConfig::default() }
+}
+
+fn load(name: &str) -> Policy {
+    Policy::load(env(), &models().join(format!("{name}.json")), &cpu(), (4096, 4096)).unwrap()
+}
+
+fn run(p: &mut Policy, sample: &str) -> mobile_vla_policy::Action {
+    let png = std::fs::read(models().join("samples").join(sample)).unwrap();
+    p.preprocess_compressed("png", &png).unwrap();
+    p.infer(&RunOptions::new().unwrap()).unwrap().0
+}
+
+#[test]
+fn cpu_provider_is_what_runs_here_and_is_reported() {
+    let mut cfg = ModelConfig::default(); // tensorrt, cuda, cpu
+    cfg.providers = vec![Provider::Tensorrt, Provider::Cuda, Provider::Cpu];
+    let p = Policy::load(env(), &models().join("hybrid.json"), &cfg, (640, 480)).unwrap();
+    assert_eq!(p.selection().provider, Provider::Cpu);
+    assert_eq!(p.selection().skipped.len(), 2, "{}", p.selection().describe());
+    cfg.require_provider = true;
+    let e = Policy::load(env(), &models().join("hybrid.json"), &cfg, (640, 480)).err().unwrap();
+    assert!(matches!(e, PolicyError::ProviderUnavailable(_)), "{e}");
+}
+
+#[test]
+fn hybrid_turns_toward_the_light_and_stops_on_stop() {
+    let mut p = load("hybrid");
+    p.set_instruction("navigate around the obstacles to the cup").unwrap();
+    let left = run(&mut p, "00_light_left.png");
+    assert!(left.angular_z > 0.05, "{left:?}");
+    assert!(left.linear_x > 0.1, "{left:?}");
+    p.set_instruction("navigate around the obstacles to the cup").unwrap();
+    let right = run(&mut p, "02_light_right.png");
+    assert!(right.angular_z < -0.05, "{right:?}");
+    p.set_instruction("please STOP now").unwrap();
+    assert_eq!(run(&mut p, "00_light_left.png"), Default::default());
+}
+
+#[test]
+fn instruction_words_strafe_the_omni_base() {
+    let mut p = load("hybrid");
+    p.set_instruction("move left").unwrap();
+    assert!((run(&mut p, "01_centred.png").linear_y - 0.25).abs() < 1e-6);
+    p.set_instruction("move right").unwrap();
+    assert!((run(&mut p, "01_centred.png").linear_y + 0.25).abs() < 1e-6);
+}
+
+#[test]
+fn recurrent_state_carries_and_resets_on_a_new_instruction() {
+    let mut p = load("hybrid");
+    p.set_instruction("go forward").unwrap();
+    let a1 = run(&mut p, "01_centred.png");
+    let a2 = run(&mut p, "01_centred.png");
+    assert!(a2.linear_x != a1.linear_x, "state should change linear.x: {a1:?} {a2:?}");
+    p.set_instruction("go forward to the door").unwrap();
+    let b1 = run(&mut p, "01_centred.png");
+    assert!((b1.linear_x - a1.linear_x).abs() < 1e-6, "reset: {a1:?} vs {b1:?}");
+}
+
+#[test]
+fn pure_runs_with_a_float16_image_and_takes_the_first_chunk_step() {
+    let mut p = load("pure");
+    p.set_instruction("go to the cup").unwrap();
+    let a = run(&mut p, "00_light_left.png");
+    assert!(a.angular_z > 0.0 && a.linear_x > 0.1, "{a:?}");
+}
+
+#[test]
+fn a_model_without_an_instruction_refuses_to_run() {
+    let mut p = load("hybrid");
+    let png = std::fs::read(models().join("samples/01_centred.png")).unwrap();
+    p.preprocess_compressed("png", &png).unwrap();
+    assert!(matches!(p.infer(&RunOptions::new().unwrap()), Err(PolicyError::Tokenize(_))));
+}
+
+/// Writes a modified copy of the hybrid manifest beside the real one's files.
+fn mismatched(edit: impl Fn(&mut serde_json::Value), tag: &str) -> PolicyError {
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(models().join("hybrid.json")).unwrap()).unwrap();
+    edit(&mut m);
+    let dir = std::env::temp_dir().join(format!("mobile_vla_contract_{tag}_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["standin_hybrid.onnx", "standin_tokenizer.json"] {
+        std::fs::copy(models().join(f), dir.join(f)).unwrap();
+    }
+    let path = dir.join("hybrid.json");
+    std::fs::write(&path, m.to_string()).unwrap();
+    Policy::load(env(), &path, &cpu(), (640, 480)).err().expect("mismatch accepted")
+}
+
+#[test]
+fn manifest_graph_mismatches_name_the_tensor_and_both_sides() {
+    let e = mismatched(|m| m["image"]["width"] = 256.into(), "width").to_string();
+    assert!(e.contains("'pixel_values'") && e.contains("[1, 3, 224, 256]") && e.contains("[1, 3, 224, 224]"), "{e}");
+    let e = mismatched(|m| m["image"]["dtype"] = "f16".into(), "dtype").to_string();
+    assert!(e.contains("'pixel_values'") && e.contains("Float16") && e.contains("Float32"), "{e}");
+    let e = mismatched(|m| m["text"]["max_length"] = 80.into(), "len").to_string();
+    assert!(e.contains("'input_ids'") && e.contains("[1, 80]"), "{e}");
+    let e = mismatched(|m| m["action"]["output"] = "actions".into(), "out").to_string();
+    assert!(e.contains("'actions' is not in the graph"), "{e}");
+    let e = mismatched(|m| m["state"] = serde_json::json!([]), "state").to_string();
+    assert!(e.contains("'h_in'") && e.contains("not named in the manifest"), "{e}");
+    let e = mismatched(|m| m["onnx"] = "missing.onnx".into(), "missing").to_string();
+    assert!(e.contains("does not exist"), "{e}");
+}
+
+#[test]
+fn a_corrupt_onnx_file_is_a_load_error() {
+    let dir = std::env::temp_dir().join(format!("mobile_vla_corrupt_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let m = std::fs::read_to_string(models().join("hybrid.json")).unwrap();
+    std::fs::write(dir.join("hybrid.json"), m).unwrap();
+    std::fs::copy(models().join("standin_tokenizer.json"), dir.join("standin_tokenizer.json")).unwrap();
+    std::fs::write(dir.join("standin_hybrid.onnx"), b"this is not a protobuf").unwrap();
+    let e = Policy::load(env(), &dir.join("hybrid.json"), &cpu(), (640, 480)).err().unwrap();
+    assert!(matches!(e, PolicyError::Load(_)), "{e}");
+}
