@@ -3,8 +3,9 @@
 
 An rclpy peer of the running node: it publishes the bundled sample frames
 (share/mobile_vla/models/samples/*.png) as sensor_msgs/Image at a fixed rate,
-publishes the instruction, and prints every velocity command the node publishes
-with the latency figures from ~/inference_stats.
+publishes the instruction, and prints, for every frame the policy ran on, the
+command it produced and its latency (from ~/inference_stats), and at the end
+how many commands cmd_vel carried.
 
     demo.py [--rate HZ] [--duration S] [--instruction TEXT] [--namespace NS]
 """
@@ -60,18 +61,22 @@ def main() -> int:
     node = rclpy.create_node("mobile_vla_demo")
     cam = node.create_publisher(Image, f"{ns}/camera/image_raw", qos_profile_sensor_data)
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
-    task = node.create_publisher(String, f"{ns}/instruction", latched)
+    task = node.create_publisher(String, f"{ns}/instruction", 10)
     last_stats: dict[int, InferenceStats] = {}
     state = {"frame": 0, "status": None}
 
-    def on_stats(m: InferenceStats):
-        last_stats[m.command_seq] = m
+    def on_stats(s: InferenceStats):
+        t = s.action
+        outcome = {0: "ok", 1: "INVALID OUTPUT", 2: "ERROR", 3: "TIMEOUT"}.get(s.outcome, str(s.outcome))
+        print(f"frame {s.frame_seq:4d} -> cmd {s.command_seq:5d}  x={t.linear.x:+.3f} y={t.linear.y:+.3f} "
+              f"wz={t.angular.z:+.3f}  [{s.policy} on {s.execution_provider}, {outcome}] "
+              f"pre={s.preprocess_ms:5.2f} ms infer={s.inference_ms:5.2f} ms "
+              f"frame->cmd={s.stamp_to_publish_ms:6.2f} ms dropped={s.frames_dropped}", flush=True)
 
     def on_cmd(t: Twist):
-        s = last_stats.get(max(last_stats) if last_stats else -1)
-        lat = (f"policy={s.policy} ep={s.execution_provider} infer={s.inference_ms:6.2f} ms "
-               f"frame->cmd={s.stamp_to_publish_ms:6.2f} ms dropped={s.frames_dropped}") if s else "no inference yet"
-        print(f"cmd_vel  x={t.linear.x:+.3f}  y={t.linear.y:+.3f}  wz={t.angular.z:+.3f}   {lat}", flush=True)
+        state["cmds"] = state.get("cmds", 0) + 1
+        if (t.linear.x, t.linear.y, t.angular.z) == (0.0, 0.0, 0.0):
+            state["zeros"] = state.get("zeros", 0) + 1
 
     def on_status(s: Status):
         desc = f"state={s.state} policy={s.active_policy or '-'} reason={s.reason or '-'}"
@@ -89,8 +94,15 @@ def main() -> int:
         state["frame"] += 1
         cam.publish(to_image_msg(rgb, node.get_clock().now().to_msg()))
 
-    task.publish(String(data=a.instruction))
-    print(f"demo: instruction {a.instruction!r}; replaying {len(frames)} frames at {a.rate} Hz", flush=True)
+    def send_instruction_once_matched():
+        # The node subscribes volatile (so any ordinary publisher matches): send once it is there.
+        if not state.get("sent") and task.get_subscription_count() > 0:
+            task.publish(String(data=a.instruction))
+            state["sent"] = True
+            print(f"demo: instruction {a.instruction!r}", flush=True)
+
+    print(f"demo: replaying {len(frames)} frames at {a.rate} Hz", flush=True)
+    node.create_timer(0.1, send_instruction_once_matched)
     node.create_timer(1.0 / a.rate, publish_frame)
     end = time.monotonic() + a.duration if a.duration > 0 else float("inf")
     try:
@@ -98,6 +110,7 @@ def main() -> int:
             rclpy.spin_once(node, timeout_sec=0.05)
     except KeyboardInterrupt:
         pass
+    print(f"demo: {state.get('cmds', 0)} commands on cmd_vel, {state.get('zeros', 0)} of them zero", flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0

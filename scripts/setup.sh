@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.mobile_vla_setup"
 # Bump when the list below changes, so an existing .venv is brought up to date.
-SETUP_VERSION=3
+SETUP_VERSION=4
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -47,7 +47,7 @@ rosidl-typesupport-fastrtps-c rosidl-typesupport-fastrtps-cpp rosidl-typesupport
 rosidl-typesupport-introspection-c rosidl-typesupport-introspection-cpp python-cmake-module
 fastrtps-cmake-module"
 PY_TOOLS=(
-  "numpy<3" "onnx>=1.16,<2" "onnxruntime>=1.20,<2" pillow pytest "rosbags>=0.10" mcap
+  "numpy<3" "onnx>=1.16,<2" "onnxruntime>=1.20,<2" pillow pytest "rosbags>=0.10" mcap tokenizers
   cmake colcon-common-extensions colcon-cargo colcon-ros-cargo
 )
 

@@ -5,9 +5,11 @@
 //! shutdown, 2 for a configuration error (one line naming the key), 1 for any
 //! other start-up failure.
 
+mod inference;
 mod node;
 mod ros_params;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use mobile_vla_core::config::Config;
@@ -19,7 +21,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn")),
         )
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
@@ -50,8 +52,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let share = share_dir();
+    let files = match config.resolve_files(&share) {
+        Ok((hybrid_manifest, _pure)) => node::Files { hybrid_manifest },
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let name = ros_node.fully_qualified_name().unwrap_or_else(|_| NODE_NAME.into());
-    info!(node = %name, "starting with {config:?}");
+    info!(node = %name, share = %share.display(), "starting with {config:?}");
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -64,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(node::run(ros_node, config)) {
+    match runtime.block_on(node::run(ros_node, config, files)) {
         Ok(()) => {
             info!("shut down cleanly");
             ExitCode::SUCCESS
@@ -74,4 +84,24 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The package's share directory: beside the installed binary
+/// (`<prefix>/lib/mobile_vla/<exe>` -> `<prefix>/share/mobile_vla`), else the
+/// first `AMENT_PREFIX_PATH` entry that has it, else the working directory.
+fn share_dir() -> PathBuf {
+    let beside_exe = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("share").join(NODE_NAME)));
+    let from_ament = || {
+        std::env::var_os("AMENT_PREFIX_PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("share").join(NODE_NAME))
+                .find(|p| p.join("package.xml").is_file())
+        })
+    };
+    beside_exe
+        .filter(|p| p.join("package.xml").is_file())
+        .or_else(from_ament)
+        .unwrap_or_else(|| PathBuf::from("."))
 }

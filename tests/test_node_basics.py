@@ -59,7 +59,7 @@ def test_compressed_transport_subscribes_the_compressed_subtopic(peer, run_node)
     assert subs and subs["/front/image/compressed"] == ["sensor_msgs/msg/CompressedImage"], peer.topics_of("mobile_vla")
 
 
-def test_without_a_policy_it_publishes_only_zero_at_the_configured_rate(peer, run_node):
+def test_without_an_instruction_it_publishes_only_zero_at_the_configured_rate(peer, run_node):
     cmds = peer.subscribe(Twist, "/cmd_vel")
     node = run_node({"output": {"rate_hz": 10.0}})
     assert wait_for(lambda: len(cmds) >= 1, 15), node.output()
@@ -77,9 +77,13 @@ def test_status_is_latched_and_says_why_the_robot_is_still(peer, run_node):
     time.sleep(0.5)  # the status was published before we subscribed: latching must deliver it
     status = peer.subscribe(Status, "/mobile_vla/status", LATCHED)
     assert wait_for(lambda: len(status) >= 1, 10), node.output()
-    s = status.msgs[0]
+    # Loaded (the stand-in on this machine's CPU provider), but no instruction yet.
+    s = wait_for(lambda: next((m for m in status.msgs if m.policies and m.policies[0].loaded), None), 10)
+    assert s, status.msgs
     assert s.state == Status.STATE_SAFE_STOP
-    assert "no policy" in s.reason
+    assert "no instruction" in s.reason
+    assert s.policies[0].execution_provider == "CPUExecutionProvider"
+    assert s.policies[0].requested_providers[0] == "TensorrtExecutionProvider"
 
 
 def test_stamped_output_publishes_twist_stamped_with_frame_id(peer, run_node):
@@ -106,6 +110,13 @@ def test_shutdown_publishes_a_final_zero_and_exits_0(peer, run_node, sig):
     assert final, f"no command after {sig!r}:\n{node.output()}"
     assert is_zero(final[-1])
     assert "final zero" in node.output()
+
+
+def test_missing_manifest_is_a_one_line_parameter_error(run_node):
+    node = run_node({"policy": {"pure": {"manifest": "models/nope.json"}}})
+    assert node.wait_exit() == 2
+    errors = [l for l in node.output().splitlines() if "ERROR" in l]
+    assert len(errors) == 1 and "'policy.pure.manifest'" in errors[0] and "nope.json" in errors[0], node.output()
 
 
 BAD_PARAMS = [

@@ -5,4 +5,6 @@
 //! shell moves messages between rcl and these cores.
 
 pub mod config;
+pub mod inbox;
 pub mod preprocess;
+pub mod throttle;

@@ -11,6 +11,7 @@ pub mod policy;
 pub mod providers;
 pub mod text;
 
+pub use ort::session::RunOptions;
 pub use policy::{Action, Policy};
 
 use std::fmt;

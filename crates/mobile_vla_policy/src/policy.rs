@@ -124,6 +124,12 @@ impl Policy {
         }
     }
 
+    /// Forgets the instruction: a model that needs one refuses to run until the next.
+    pub fn clear_instruction(&mut self) {
+        self.tokens = None;
+        self.reset_state();
+    }
+
     pub fn reset_state(&mut self) {
         for s in &mut self.state {
             s.fill(0.0);
