@@ -134,7 +134,7 @@ class NodeProcess:
     def __init__(self, cmd: list[str], domain_id: int, log_path: Path, env: dict | None = None):
         self.cmd = cmd
         self.log_path = log_path
-        e = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), RUST_LOG=os.environ.get("RUST_LOG", "info"))
+        e = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
         e.update(env or {})
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=e)

@@ -304,6 +304,11 @@ impl Preprocessor {
             let dec = image::codecs::png::PngDecoder::new(Cursor::new(data)).map_err(|e| FrameError::Decode(e.to_string()))?;
             self.decode_rgb8(dec)?
         } else if is_jpeg {
+            // The decoder pads a truncated scan with grey instead of failing: a
+            // frame cut short in transit must not reach the model, so require EOI.
+            if !jpeg_has_eoi(data) {
+                return Err(FrameError::Decode("JPEG is truncated (no end-of-image marker)".into()));
+            }
             let dec = image::codecs::jpeg::JpegDecoder::new(Cursor::new(data)).map_err(|e| FrameError::Decode(e.to_string()))?;
             self.decode_rgb8(dec)?
         } else {
@@ -394,6 +399,11 @@ impl Preprocessor {
             }
         }
     }
+}
+
+/// A complete JPEG ends with the EOI marker `FF D9` (some encoders pad after it).
+fn jpeg_has_eoi(data: &[u8]) -> bool {
+    data[data.len().saturating_sub(64)..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// The source rectangle `(x0, width, y0, height)` that is resized to the output.
@@ -596,6 +606,18 @@ mod tests {
     }
 
     #[test]
+    fn truncated_png_is_refused() {
+        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, (x ^ y) as u8]));
+        let png = encode(img, image::ImageFormat::Png);
+        let mut p = Preprocessor::new(spec(4, 4), 640, 480);
+        p.compressed("png", &png).unwrap();
+        for cut in [3, 2, 10, 100] {
+            let truncated = &png[..png.len() - (png.len() / cut).max(1)];
+            assert!(p.compressed("png", truncated).is_err(), "cut 1/{cut}");
+        }
+    }
+
+    #[test]
     fn png_decodes_to_the_same_tensor_as_raw() {
         let img = image::RgbImage::from_fn(8, 6, |x, y| image::Rgb([(x * 30) as u8, (y * 40) as u8, 7]));
         let mut p = Preprocessor::new(spec(4, 3), 100, 100);
@@ -613,8 +635,10 @@ mod tests {
         assert!(matches!(p.compressed("jpeg", &jpeg), Err(FrameError::TooLarge { .. })));
         let mut p = Preprocessor::new(spec(4, 4), 64, 64);
         p.compressed("jpeg", &jpeg).unwrap();
-        let truncated = &jpeg[..jpeg.len() / 2];
-        assert!(matches!(p.compressed("jpeg", truncated), Err(FrameError::Decode(_))));
+        for cut in [3, 2, 10] {
+            let truncated = &jpeg[..jpeg.len() - jpeg.len() / cut];
+            assert!(matches!(p.compressed("jpeg", truncated), Err(FrameError::Decode(_))), "cut 1/{cut}");
+        }
         assert!(matches!(p.compressed("jpeg", b"not an image"), Err(FrameError::Decode(_))));
         assert!(matches!(p.compressed("tiff", b"II*\0"), Err(FrameError::UnsupportedFormat(_))));
     }

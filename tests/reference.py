@@ -1,0 +1,160 @@
+"""An independent reference of the node's pipeline: numpy preprocessing, the
+Hugging Face `tokenizers` Python package, and Python onnxruntime.
+
+It follows the specification written in crates/mobile_vla_core/src/preprocess.rs
+and the manifest format, not the Rust code, so the end-to-end tests compare two
+implementations.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+from tokenizers import Tokenizer
+
+
+def yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    u = u - np.float32(128)
+    v = v - np.float32(128)
+    r = y + np.float32(1.402) * v
+    g = y - np.float32(0.344136) * u - np.float32(0.714136) * v
+    b = y + np.float32(1.772) * u
+    return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.float32)
+
+
+def decode_raw(encoding: str, data: bytes, width: int, height: int, step: int) -> np.ndarray:
+    """sensor_msgs/Image bytes -> float32 RGB (H, W, 3) in 0..255."""
+    rows = np.frombuffer(data, np.uint8)[: step * height].reshape(height, step)
+    if encoding in ("rgb8", "bgr8", "rgba8", "bgra8"):
+        n = 3 if encoding in ("rgb8", "bgr8") else 4
+        px = rows[:, : width * n].reshape(height, width, n)[..., :3].astype(np.float32)
+        return px[..., ::-1] if encoding.startswith("bgr") else px
+    if encoding == "mono8":
+        g = rows[:, :width].astype(np.float32)
+        return np.stack([g, g, g], -1)
+    if encoding in ("yuv422", "yuv422_yuy2"):
+        m = rows[:, : width * 2].reshape(height, width // 2, 4).astype(np.float32)
+        if encoding == "yuv422":  # UYVY
+            u, y0, v, y1 = m[..., 0], m[..., 1], m[..., 2], m[..., 3]
+        else:  # YUYV
+            y0, u, y1, v = m[..., 0], m[..., 1], m[..., 2], m[..., 3]
+        y = np.stack([y0, y1], -1).reshape(height, width)
+        return yuv_to_rgb(y, np.repeat(u, 2, axis=1), np.repeat(v, 2, axis=1))
+    raise ValueError(encoding)
+
+
+def decode_compressed(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.float32)
+
+
+def taps(start: int, length: int, out: int):
+    ratio = np.float32(length) / np.float32(out)
+    s = np.maximum((np.arange(out, dtype=np.float32) + np.float32(0.5)) * ratio - np.float32(0.5), np.float32(0))
+    s0 = np.minimum(np.floor(s), length - 1).astype(np.int64)
+    s1 = np.minimum(s0 + 1, length - 1)
+    return start + s0, start + s1, (s - s0).astype(np.float32)
+
+
+def preprocess(rgb: np.ndarray, spec: dict) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    ow, oh = spec["width"], spec["height"]
+    x0, cw, y0, ch = 0, w, 0, h
+    if spec["resize"] == "center_crop":
+        if w * oh > h * ow:
+            cw = max(h * ow // oh, 1)
+            x0 = (w - cw) // 2
+        else:
+            ch = max(w * oh // ow, 1)
+            y0 = (h - ch) // 2
+    xa, xb, wx = taps(x0, cw, ow)
+    ya, yb, wy = taps(y0, ch, oh)
+    wx = wx[None, :, None]
+    p00, p01 = rgb[ya][:, xa], rgb[ya][:, xb]
+    p10, p11 = rgb[yb][:, xa], rgb[yb][:, xb]
+    top = p00 + (p01 - p00) * wx
+    bot = p10 + (p11 - p10) * wx
+    v = top + (bot - top) * wy[:, None, None]
+    order = [0, 1, 2] if spec["channel_order"] == "rgb" else [2, 1, 0]
+    v = v[..., order]
+    std = np.asarray(spec["std"], np.float32)[order]
+    mean = np.asarray(spec["mean"], np.float32)[order]
+    v = v * (np.float32(spec["scale"]) / std) + (-mean / std)
+    t = v.transpose(2, 0, 1)[None] if spec["layout"] == "nchw" else v[None]
+    t = np.ascontiguousarray(t, np.float32)
+    return t.astype(np.float16) if spec["dtype"] == "f16" else t
+
+
+class ReferencePolicy:
+    def __init__(self, manifest_path: Path):
+        self.path = Path(manifest_path)
+        self.m = json.loads(self.path.read_text())
+        self.session = ort.InferenceSession(str(self.path.parent / self.m["onnx"]), providers=["CPUExecutionProvider"])
+        t = self.m.get("text")
+        self.tokenizer = Tokenizer.from_file(str(self.path.parent / t["tokenizer"])) if t else None
+        self.tokens = None
+        self.reset()
+
+    def reset(self):
+        self.state = {s["input"]: np.zeros(s["shape"], np.float32) for s in self.m.get("state", [])}
+
+    def set_instruction(self, instruction: str):
+        t = self.m["text"]
+        ids = self.tokenizer.encode(t["prompt"].replace("{instruction}", instruction), add_special_tokens=False).ids
+        seq, img = [], []
+        if t.get("bos_id") is not None:
+            seq.append(t["bos_id"]); img.append(0)
+        span = t.get("image_span")
+        if span:
+            seq += [span["start_id"]] + [span["token_id"]] * span["length"] + [span["end_id"]]
+            img += [0] + [1] * span["length"] + [0]
+        room = t["max_length"] - len(seq) - (t.get("eos_id") is not None)
+        seq += ids[:room]; img += [0] * len(ids[:room])
+        if t.get("eos_id") is not None:
+            seq.append(t["eos_id"]); img.append(0)
+        real = len(seq)
+        pad = t["max_length"] - real
+        self.tokens = {
+            t["input_ids"]: np.asarray([seq + [t["pad_id"]] * pad], np.int64),
+            t["attention_mask"]: np.asarray([[1] * real + [0] * pad], np.int64),
+            t["image_embeds_position_mask"]: np.asarray([img + [0] * pad], np.int64),
+        }
+        self.reset()
+
+    def run(self, rgb: np.ndarray) -> np.ndarray:
+        """The (linear.x, linear.y, angular.z) the node should publish for this frame."""
+        feeds = {self.m["image"]["input"]: preprocess(rgb, self.m["image"])}
+        feeds.update(self.tokens or {})
+        feeds.update(self.state)
+        names = [self.m["action"]["output"]] + [s["output"] for s in self.m.get("state", [])]
+        outs = dict(zip(names, self.session.run(names, feeds)))
+        for s in self.m.get("state", []):
+            self.state[s["input"]] = outs[s["output"]]
+        a = self.m["action"]
+        raw = outs[a["output"]]
+        row = raw.reshape(-1, raw.shape[-1])[0 if a.get("step", "first") == "first" else -1]
+        v = np.array([row[a["linear_x"]], row[a["linear_y"]], row[a["angular_z"]]], np.float32)
+        v = v * np.asarray(a["scale"], np.float32)
+        clip = np.asarray(a["clip"], np.float32)
+        return np.clip(v, -clip, clip)
+
+
+def rgb_to_yuv422(rgb: np.ndarray, order: str) -> bytes:
+    """Packs RGB (uint8) as UYVY ("yuv422") or YUYV ("yuv422_yuy2"), full-range BT.601."""
+    f = rgb.astype(np.float32)
+    y = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
+    u = (f[..., 2] - y) / 1.772 + 128
+    v = (f[..., 0] - y) / 1.402 + 128
+    y, u, v = (np.clip(np.rint(c), 0, 255).astype(np.uint8) for c in (y, u, v))
+    h, w = y.shape
+    out = np.empty((h, w // 2, 4), np.uint8)
+    uu, vv = u[:, 0::2], v[:, 0::2]
+    if order == "yuv422":
+        out[..., 0], out[..., 1], out[..., 2], out[..., 3] = uu, y[:, 0::2], vv, y[:, 1::2]
+    else:
+        out[..., 0], out[..., 1], out[..., 2], out[..., 3] = y[:, 0::2], uu, y[:, 1::2], vv
+    return out.tobytes()
