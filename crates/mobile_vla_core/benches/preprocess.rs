@@ -1,0 +1,82 @@
+//! Preprocessing cost per frame (not a test: prints numbers).
+//!
+//!     cargo bench -p mobile_vla_core --bench preprocess
+//!
+//! 640x480 and 1920x1080 frames, rgb8 and JPEG, into the stand-in models'
+//! 224x224 NCHW f32 input (and f16 for the pure model's contract).
+
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use mobile_vla_core::preprocess::{ChannelOrder, DType, ImageSpec, Layout, Preprocessor, RawFrame, ResizeMode};
+
+fn spec(dtype: DType) -> ImageSpec {
+    ImageSpec {
+        width: 224,
+        height: 224,
+        resize: ResizeMode::Stretch,
+        channel_order: ChannelOrder::Rgb,
+        layout: Layout::Nchw,
+        scale: 1.0 / 255.0,
+        mean: [0.481, 0.458, 0.408],
+        std: [0.269, 0.261, 0.276],
+        dtype,
+    }
+}
+
+/// A camera-like scene: smooth gradients, a few shapes, mild sensor noise.
+fn frame(w: u32, h: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity((w * h * 3) as usize);
+    let mut noise = 0x2545_f491u32;
+    for y in 0..h {
+        for x in 0..w {
+            noise ^= noise << 13;
+            noise ^= noise >> 17;
+            noise ^= noise << 5;
+            let n = (noise % 9) as i32 - 4;
+            let cup = (x as i32 - w as i32 / 3).abs() < (w / 20) as i32 && (y as i32 - h as i32 * 3 / 5).abs() < (h / 12) as i32;
+            let floor = y > h * 2 / 3;
+            let base = [(x * 200 / w + 30) as i32, (y * 150 / h + 40) as i32, if floor { 60 } else { 150 }];
+            let px = if cup { [200, 30, 30] } else { base };
+            v.extend(px.iter().map(|c| (c + n).clamp(0, 255) as u8));
+        }
+    }
+    v
+}
+
+fn report(name: &str, mut f: impl FnMut()) {
+    for _ in 0..5 {
+        f();
+    }
+    let mut samples: Vec<Duration> = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 2000 && (samples.len() < 30 || start.elapsed() < Duration::from_secs(3)) {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+    println!("{name:<34} n={:<5} p50={:7.3} ms  p90={:7.3} ms  p99={:7.3} ms", samples.len(), q(0.5), q(0.9), q(0.99));
+}
+
+fn main() {
+    println!("preprocess -> 224x224 NCHW (one core, {} build)", if cfg!(debug_assertions) { "debug" } else { "release" });
+    for (w, h) in [(640u32, 480u32), (1920, 1080)] {
+        let raw = frame(w, h);
+        let img = image::RgbImage::from_raw(w, h, raw.clone()).unwrap();
+        let mut jpeg = Cursor::new(Vec::new());
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(&img).unwrap();
+        let jpeg = jpeg.into_inner();
+        for dtype in [DType::F32, DType::F16] {
+            let mut p = Preprocessor::new(spec(dtype), 4096, 4096);
+            let f = RawFrame { width: w, height: h, encoding: "rgb8", step: w * 3, data: &raw };
+            report(&format!("{w}x{h} rgb8  -> {dtype:?}"), || {
+                p.raw(&f).unwrap();
+            });
+            report(&format!("{w}x{h} jpeg  -> {dtype:?} ({} KB)", jpeg.len() / 1024), || {
+                p.compressed("jpeg", &jpeg).unwrap();
+            });
+        }
+    }
+}
