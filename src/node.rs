@@ -2,8 +2,9 @@
 //!
 //! Owns the subscriptions, publishers, the rcl spin thread, the hand-over of
 //! frames to the inference thread and the shutdown sequence. What it publishes
-//! on `cmd_vel` is decided by [`Shell::command_now`]: a fresh, valid policy
-//! action, or zero.
+//! on `cmd_vel` is decided by the cores: `CommandMux` picks the source (the
+//! policy, teleop topics, locks), `OutputStage` applies the limits; with no
+//! fresh source that is zero.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,12 +14,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use futures::StreamExt;
+use mobile_vla_core::command_mux::{CommandMux, Decision, LockSpec, SourceSpec, Velocity};
 use mobile_vla_core::config::{Config, OutputConfig, Transport};
+use mobile_vla_core::limits::{Limits, OutputStage};
 use mobile_vla_core::throttle::Throttle;
 use mobile_vla_policy::{Action, PolicyError};
+use futures::stream::{select_all, BoxStream};
 use r2r::{
     geometry_msgs::msg as geo, mobile_vla_msgs::msg as vla, sensor_msgs::msg as sensor,
-    std_msgs::msg as std_msg, QosProfile,
+    std_msgs::msg as std_msg, std_srvs::srv::SetBool, QosProfile,
 };
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -95,12 +99,24 @@ impl Spinner {
     }
 }
 
-fn twist(a: &Action) -> geo::Twist {
-    geo::Twist {
-        linear: geo::Vector3 { x: a.linear_x as f64, y: a.linear_y as f64, z: 0.0 },
-        angular: geo::Vector3 { x: 0.0, y: 0.0, z: a.angular_z as f64 },
-    }
+fn twist(v: Velocity) -> geo::Twist {
+    geo::Twist { linear: geo::Vector3 { x: v.x, y: v.y, z: 0.0 }, angular: geo::Vector3 { x: 0.0, y: 0.0, z: v.wz } }
 }
+
+fn velocity(a: &Action) -> Velocity {
+    Velocity { x: a.linear_x as f64, y: a.linear_y as f64, wz: a.angular_z as f64 }
+}
+
+/// linear.z, angular.x and angular.y mean nothing to a planar base; they are
+/// dropped, but must not smuggle NaN past the finiteness check either.
+fn from_twist(t: &geo::Twist) -> Velocity {
+    let ignored_finite = t.linear.z.is_finite() && t.angular.x.is_finite() && t.angular.y.is_finite();
+    let v = Velocity { x: t.linear.x, y: t.linear.y, wz: t.angular.z };
+    if ignored_finite { v } else { Velocity { x: f64::NAN, ..v } }
+}
+
+/// The autonomy source's index in the mux.
+const POLICY: usize = 0;
 
 fn now_s() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
@@ -134,11 +150,13 @@ struct Shell {
     status_pub: r2r::Publisher<vla::Status>,
     stats_pub: r2r::Publisher<vla::InferenceStats>,
     clock: r2r::Clock,
-    command_timeout: Duration,
     max_instruction_bytes: usize,
     inbox: Arc<FrameInbox>,
-    /// The last valid policy action and when it arrived.
-    autonomy: Option<(Action, Instant)>,
+    /// Source 0 is the policy; then the configured teleop sources.
+    mux: CommandMux,
+    stage: OutputStage,
+    last_publish: Instant,
+    decision: Decision,
     instruction: Option<String>,
     policy: PolicyState,
     /// Why the robot is not driven by the policy, when it is not.
@@ -151,17 +169,26 @@ struct Shell {
 }
 
 impl Shell {
-    /// What goes to the robot now: a fresh policy action, else zero.
-    fn command_now(&self) -> geo::Twist {
-        match &self.autonomy {
-            Some((a, at)) if at.elapsed() < self.command_timeout => twist(a),
-            _ => geo::Twist::default(),
-        }
-    }
-
+    /// Decides, shapes and publishes the command for this instant.
     fn publish_command(&mut self) -> bool {
-        let cmd = self.command_now();
-        match self.commands.publish(cmd) {
+        let now = Instant::now();
+        let d = self.mux.decide(now);
+        // A lock that silences everything stops at once, without the ramp.
+        let hard_stop = d.lock.is_some() && d.source.is_none();
+        let out = self.stage.step(d.command, now.duration_since(self.last_publish), hard_stop);
+        self.last_publish = now;
+        if d.source != self.decision.source || d.lock != self.decision.lock {
+            info!(
+                source = d.source.as_deref().unwrap_or("none"),
+                lock = d.lock.as_deref().unwrap_or("none"),
+                "command source changed"
+            );
+            self.decision = d;
+            self.publish_status(true);
+        } else {
+            self.decision = d;
+        }
+        match self.commands.publish(twist(out)) {
             Ok(()) => {
                 self.command_seq += 1;
                 true
@@ -173,27 +200,79 @@ impl Shell {
         }
     }
 
+    fn on_source(&mut self, i: usize, v: Velocity) {
+        if let Err(refused) = self.mux.command(i, v, Instant::now()) {
+            if let Some(n) = self.throttle.allow("non_finite_teleop", Instant::now()) {
+                warn!(suppressed = n, "non-finite command refused, not forwarded: {refused:?}");
+            }
+        }
+    }
+
+    fn on_lock(&mut self, i: usize, engaged: bool) {
+        self.mux.lock(i, engaged, Instant::now());
+        // Engaging a lock takes effect now, not at the next tick.
+        self.publish_command();
+    }
+
+    fn set_autonomy(&mut self, enabled: bool) -> String {
+        let was = self.mux.is_enabled(POLICY);
+        self.mux.set_enabled(POLICY, enabled);
+        let msg = match (was, enabled) {
+            (true, false) => "autonomy paused: the policy's commands are ignored",
+            (false, true) => "autonomy resumed",
+            (_, true) => "autonomy already running",
+            (_, false) => "autonomy already paused",
+        };
+        info!("{msg}");
+        self.publish_command();
+        self.publish_status(true);
+        msg.to_string()
+    }
+
+    /// The original team's start / stop / pause / resume commands.
+    fn on_system_control(&mut self, cmd: &str) {
+        match cmd.trim().to_ascii_lowercase().as_str() {
+            "start" | "resume" => {
+                self.set_autonomy(true);
+            }
+            "pause" => {
+                self.set_autonomy(false);
+            }
+            "stop" => {
+                self.set_autonomy(false);
+                self.on_instruction(String::new());
+            }
+            other => warn!("unknown system_control command '{other}' (start, stop, pause, resume)"),
+        }
+    }
+
     fn state_and_reason(&self) -> (String, String) {
-        let reason = if let Some(e) = &self.policy.load_error {
-            format!("policy '{}' failed to load: {e}", self.policy.name)
-        } else if !self.policy.loaded {
-            format!("policy '{}' is loading", self.policy.name)
-        } else if self.instruction.is_none() {
-            Skip::NoInstruction.to_string()
-        } else if let Some(r) = &self.hold_reason {
-            r.clone()
-        } else if self.command_now() == geo::Twist::default() && self.autonomy.is_none() {
-            "waiting for camera frames".into()
-        } else {
-            String::new()
+        let d = &self.decision;
+        let policy_reason = || {
+            if let Some(e) = &self.policy.load_error {
+                format!("policy '{}' failed to load: {e}", self.policy.name)
+            } else if !self.policy.loaded {
+                format!("policy '{}' is loading", self.policy.name)
+            } else if self.instruction.is_none() {
+                Skip::NoInstruction.to_string()
+            } else if let Some(r) = &self.hold_reason {
+                r.clone()
+            } else if d.source.is_none() {
+                "waiting for camera frames".into()
+            } else {
+                String::new()
+            }
         };
         // The values of Status.msg's STATE_* constants.
-        let state = if !self.policy.loaded && self.policy.load_error.is_none() {
-            "starting"
-        } else if reason.is_empty() {
-            "running"
-        } else {
-            "safe_stop"
+        let (state, reason) = match (&d.source, &d.lock) {
+            (None, Some(lock)) => ("safe_stop", format!("lock '{lock}' engaged")),
+            (Some(src), _) if src != "policy" => ("running", String::new()),
+            _ if !self.mux.is_enabled(POLICY) => ("paused", "autonomy paused".to_string()),
+            _ if !self.policy.loaded && self.policy.load_error.is_none() => ("starting", policy_reason()),
+            _ => match policy_reason() {
+                r if r.is_empty() => ("running", r),
+                r => ("safe_stop", r),
+            },
         };
         (state.to_string(), reason)
     }
@@ -218,8 +297,8 @@ impl Shell {
             state,
             reason,
             active_policy: if p.loaded { p.name.clone() } else { String::new() },
-            active_source: if self.autonomy.is_some() { "policy".into() } else { String::new() },
-            active_lock: String::new(),
+            active_source: self.decision.source.clone().unwrap_or_default(),
+            active_lock: self.decision.lock.clone().unwrap_or_default(),
             policies: vec![vla::PolicyStatus {
                 name: p.name.clone(),
                 model: p.manifest.clone(),
@@ -255,7 +334,7 @@ impl Shell {
         };
         if next != self.instruction {
             // A new task must not be driven by the old task's last command.
-            self.autonomy = None;
+            self.mux.clear(POLICY);
             self.instruction = next.clone();
             self.inbox.put_control(next);
         }
@@ -278,7 +357,7 @@ impl Shell {
             }
             Event::Skipped { reason, dropped, .. } => {
                 self.dropped_pending += dropped;
-                self.autonomy = None;
+                self.mux.clear(POLICY);
                 let kind = match &reason {
                     Skip::BadFrame(_) => "bad_frame",
                     Skip::Stale { .. } | Skip::Unstamped => "stale",
@@ -300,13 +379,13 @@ impl Shell {
         self.policy.runs += 1;
         let outcome = match &r.result {
             Ok(a) => {
-                self.autonomy = Some((*a, Instant::now()));
+                self.on_source(POLICY, velocity(a));
                 self.hold_reason = None;
                 self.policy.last_error.clear();
                 vla::InferenceStats::OUTCOME_OK as u8
             }
             Err(e) => {
-                self.autonomy = None;
+                self.mux.clear(POLICY);
                 self.policy.failures += 1;
                 self.policy.last_error = e.to_string();
                 self.hold_reason = Some(format!("policy '{}' failed: {e}", r.policy));
@@ -341,7 +420,7 @@ impl Shell {
             total_ms: ms(t.preprocess + t.inference + t.postprocess),
             stamp_to_publish_ms,
             frames_dropped: (self.dropped_pending + r.dropped).min(u32::MAX as u64) as u32,
-            action: r.result.as_ref().map(twist).unwrap_or_default(),
+            action: r.result.as_ref().map(|a| twist(velocity(a))).unwrap_or_default(),
         };
         self.dropped_pending = 0;
         if let Err(e) = self.stats_pub.publish(&stats) {
@@ -383,6 +462,48 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
         .create_publisher::<vla::InferenceStats>("~/inference_stats", QosProfile::default().reliable().keep_last(100))
         .context("advertising ~/inference_stats")?;
 
+    // Teleop and other command sources, and locks, as twist_mux has them.
+    let mut specs = vec![SourceSpec {
+        name: "policy".into(),
+        priority: config.mux.autonomy_priority,
+        timeout: Duration::from_secs_f64(config.policy.command_timeout_s),
+    }];
+    let mut sources: Vec<BoxStream<'static, (usize, Velocity)>> = Vec::new();
+    for (name, src) in &config.mux.sources {
+        let i = specs.len();
+        specs.push(SourceSpec { name: name.clone(), priority: src.priority, timeout: Duration::from_secs_f64(src.timeout_s) });
+        let qos = QosProfile::default().keep_last(1);
+        let ctx = || format!("subscribing to {} (mux.sources.{name})", src.topic);
+        sources.push(if src.stamped {
+            node.subscribe::<geo::TwistStamped>(&src.topic, qos).with_context(ctx)?.map(move |m| (i, from_twist(&m.twist))).boxed()
+        } else {
+            node.subscribe::<geo::Twist>(&src.topic, qos).with_context(ctx)?.map(move |m| (i, from_twist(&m))).boxed()
+        });
+    }
+    let mut lock_specs = Vec::new();
+    let mut locks: Vec<BoxStream<'static, (usize, bool)>> = Vec::new();
+    for (name, lock) in &config.mux.locks {
+        let i = lock_specs.len();
+        lock_specs.push(LockSpec {
+            name: name.clone(),
+            priority: lock.priority,
+            timeout: (lock.timeout_s > 0.0).then(|| Duration::from_secs_f64(lock.timeout_s)),
+        });
+        // Reliable and latched-compatible: an e-stop must not be lost.
+        let stream = node
+            .subscribe::<std_msg::Bool>(&lock.topic, QosProfile::default().reliable().keep_last(1))
+            .with_context(|| format!("subscribing to {} (mux.locks.{name})", lock.topic))?;
+        locks.push(stream.map(move |m| (i, m.data)).boxed());
+    }
+    let mut sources = select_all(sources);
+    let mut locks = select_all(locks);
+    let mut enable_autonomy = node
+        .create_service::<SetBool::Service>("~/enable_autonomy", QosProfile::services_default())
+        .context("creating ~/enable_autonomy")?;
+    let mut system_control = node
+        .subscribe::<std_msg::String>("~/system_control", QosProfile::default())
+        .context("subscribing to ~/system_control")?;
+
     let inbox: Arc<FrameInbox> = Arc::default();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let hybrid = &config.policy.hybrid;
@@ -406,10 +527,17 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
         status_pub,
         stats_pub,
         clock: r2r::Clock::create(r2r::ClockType::SystemTime)?,
-        command_timeout: Duration::from_secs_f64(config.policy.command_timeout_s),
         max_instruction_bytes: config.instruction.max_bytes,
         inbox: inbox.clone(),
-        autonomy: None,
+        mux: CommandMux::new(specs, lock_specs, Instant::now()),
+        stage: OutputStage::new(Limits {
+            max_velocity: config.limits.max_velocity,
+            max_accel: config.limits.max_accel,
+            max_decel: config.limits.max_decel,
+            deadband: config.limits.deadband,
+        }),
+        last_publish: Instant::now(),
+        decision: Decision { command: Velocity::ZERO, source: None, lock: None },
         instruction: None,
         policy: PolicyState {
             name: "hybrid".into(),
@@ -447,6 +575,15 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
                 inbox.put_frame(SeqFrame { seq: shell.frame_seq, frame });
             }
             Some(msg) = instructions.next() => shell.on_instruction(msg.data),
+            Some((i, v)) = sources.next() => shell.on_source(i, v),
+            Some((i, engaged)) = locks.next() => shell.on_lock(i, engaged),
+            Some(req) = enable_autonomy.next() => {
+                let message = shell.set_autonomy(req.message.data);
+                if let Err(e) = req.respond(SetBool::Response { success: true, message }) {
+                    warn!("answering ~/enable_autonomy failed: {e}");
+                }
+            }
+            Some(msg) = system_control.next() => shell.on_system_control(&msg.data),
             Some(ev) = events.recv() => shell.on_event(ev),
             _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
@@ -455,7 +592,6 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
 
     // Whatever happened, the last word to the robot is zero velocity.
     inbox.close();
-    shell.autonomy = None;
     if let Err(e) = shell.commands.publish(geo::Twist::default()) {
         warn!("publishing the final zero command failed: {e}");
     } else {

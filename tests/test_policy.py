@@ -26,6 +26,14 @@ from std_msgs.msg import String
 from conftest import LATCHED
 
 MODELS = SHARE / "models"
+# These tests check the policy path: the output stage is opened up so cmd_vel
+# carries the action itself (limits and ramps are tested in test_teleop.py).
+OPEN_LIMITS = {"limits": {"max_velocity": [5.0, 5.0, 5.0], "max_accel": [0.0, 0.0, 0.0]}}
+
+
+def start(run_node, params: dict | None = None):
+    merged = {**OPEN_LIMITS, **(params or {})}
+    return run_node(merged)
 INSTRUCTION = "navigate around the obstacles to the cup"
 
 
@@ -114,7 +122,7 @@ ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422", "yuv422_yuy2"]
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_commands_equal_python_onnxruntime_for_every_raw_encoding(peer, run_node, encoding):
-    node = run_node()
+    node = start(run_node)
     d = Driver(peer)
     d.ready(node)
     ref = ReferencePolicy(MODELS / "hybrid.json")
@@ -131,7 +139,7 @@ def test_commands_equal_python_onnxruntime_for_every_raw_encoding(peer, run_node
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])
 def test_compressed_frames(peer, run_node, fmt):
-    node = run_node({"camera": {"transport": "compressed"}})
+    node = start(run_node, {"camera": {"transport": "compressed"}})
     d = Driver(peer, compressed=True)
     d.ready(node)
     ref = ReferencePolicy(MODELS / "hybrid.json")
@@ -150,7 +158,7 @@ def test_compressed_frames(peer, run_node, fmt):
 
 
 def test_float16_model_matches_within_half_precision(peer, run_node):
-    node = run_node({"policy": {"hybrid": {"manifest": "models/pure.json"}}})
+    node = start(run_node, {"policy": {"hybrid": {"manifest": "models/pure.json"}}})
     d = Driver(peer)
     d.ready(node)
     ref = ReferencePolicy(MODELS / "pure.json")
@@ -164,7 +172,7 @@ def test_float16_model_matches_within_half_precision(peer, run_node):
 
 
 def test_a_new_instruction_resets_the_recurrent_state(peer, run_node):
-    node = run_node()
+    node = start(run_node)
     d = Driver(peer)
     d.ready(node)
     ref = ReferencePolicy(MODELS / "hybrid.json")
@@ -183,7 +191,7 @@ def test_a_new_instruction_resets_the_recurrent_state(peer, run_node):
 
 
 def test_stop_in_the_instruction_commands_zero(peer, run_node):
-    node = run_node()
+    node = start(run_node)
     d = Driver(peer)
     d.ready(node)
     d.instruct("stop")
@@ -213,7 +221,7 @@ def bad_frames():
 
 
 def test_malformed_frames_never_move_the_robot_and_are_reported(peer, run_node):
-    node = run_node()
+    node = start(run_node)
     d = Driver(peer)
     d.ready(node)
     d.instruct(INSTRUCTION)
@@ -232,7 +240,7 @@ def test_malformed_frames_never_move_the_robot_and_are_reported(peer, run_node):
 
 
 def test_corrupt_jpeg_is_rejected_without_motion(peer, run_node):
-    node = run_node({"camera": {"transport": "compressed"}})
+    node = start(run_node, {"camera": {"transport": "compressed"}})
     d = Driver(peer, compressed=True)
     d.ready(node)
     d.instruct(INSTRUCTION)
@@ -248,7 +256,7 @@ def test_corrupt_jpeg_is_rejected_without_motion(peer, run_node):
 
 
 def test_stale_frames_and_empty_instructions_never_drive(peer, run_node):
-    node = run_node()
+    node = start(run_node)
     d = Driver(peer)
     d.ready(node)
     d.instruct("   ")
@@ -277,7 +285,7 @@ def test_missing_model_keeps_the_robot_still_and_says_so_loudly(peer, run_node, 
     manifest["onnx"] = str(MODELS / "does_not_exist.onnx")
     manifest["text"]["tokenizer"] = str(MODELS / "standin_tokenizer.json")
     (tmp_path / "m.json").write_text(json.dumps(manifest))
-    node = run_node({"policy": {"hybrid": {"manifest": str(tmp_path / "m.json")}}})
+    node = start(run_node, {"policy": {"hybrid": {"manifest": str(tmp_path / "m.json")}}})
     d = Driver(peer)
     assert wait_for(lambda: [s for s in d.status.msgs if "failed to load" in s.reason], 15), node.output()
     d.instruct(INSTRUCTION)

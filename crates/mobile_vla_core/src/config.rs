@@ -193,6 +193,77 @@ impl Default for PolicyConfig {
     }
 }
 
+/// A teleop or other `Twist` topic competing for `cmd_vel` (twist_mux's "topics").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub topic: String,
+    /// Higher wins; the policy is `mux.autonomy_priority`.
+    pub priority: u8,
+    /// Silence for this long hands control back to the next source.
+    pub timeout_s: f64,
+    /// `geometry_msgs/TwistStamped` instead of `Twist`.
+    #[serde(default)]
+    pub stamped: bool,
+}
+
+/// A `std_msgs/Bool` lock topic (twist_mux's "locks").
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockConfig {
+    pub topic: String,
+    /// Silences every source whose priority is not above this; 255 silences all.
+    pub priority: u8,
+    /// 0: the lock keeps its last state; > 0: no message for this long engages it.
+    #[serde(default)]
+    pub timeout_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MuxConfig {
+    /// Priority of the policy's commands.
+    pub autonomy_priority: u8,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub locks: BTreeMap<String, LockConfig>,
+}
+
+impl Default for MuxConfig {
+    fn default() -> Self {
+        let src = |topic: &str, priority| SourceConfig { topic: topic.into(), priority, timeout_s: 0.5, stamped: false };
+        Self {
+            autonomy_priority: 10,
+            sources: BTreeMap::from([
+                ("joystick".to_string(), src("joy_vel", 100)),
+                ("keyboard".to_string(), src("key_vel", 90)),
+                ("navigation".to_string(), src("nav_vel", 50)),
+            ]),
+            locks: BTreeMap::from([(
+                "e_stop".to_string(),
+                LockConfig { topic: "e_stop".into(), priority: 255, timeout_s: 0.0 },
+            )]),
+        }
+    }
+}
+
+/// Output shaping; per axis (linear.x, linear.y, angular.z).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_velocity: [f64; 3],
+    /// 0 = unlimited.
+    pub max_accel: [f64; 3],
+    /// 0 = unlimited (stop at once when nothing fresh drives).
+    pub max_decel: [f64; 3],
+    pub deadband: [f64; 3],
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_velocity: [0.5, 0.5, 1.0], max_accel: [1.0, 1.0, 2.0], max_decel: [0.0; 3], deadband: [0.0; 3] }
+    }
+}
+
 /// Everything the node reads from its parameters.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -201,6 +272,8 @@ pub struct Config {
     pub instruction: InstructionConfig,
     pub output: OutputConfig,
     pub policy: PolicyConfig,
+    pub mux: MuxConfig,
+    pub limits: LimitsConfig,
     /// Standard ROS parameter; accepted so launch files may set it.
     pub use_sim_time: bool,
 }
@@ -255,6 +328,31 @@ impl Config {
             return Err(err("instruction.max_bytes", 0, "a positive byte count"));
         }
         positive("policy.command_timeout_s", self.policy.command_timeout_s)?;
+        for (name, src) in &self.mux.sources {
+            if name == "policy" {
+                return Err(err("mux.sources.policy", "{...}", "another name: 'policy' is the autonomy source"));
+            }
+            topic_name(&format!("mux.sources.{name}.topic"), &src.topic)?;
+            positive(&format!("mux.sources.{name}.timeout_s"), src.timeout_s)?;
+        }
+        for (name, lock) in &self.mux.locks {
+            topic_name(&format!("mux.locks.{name}.topic"), &lock.topic)?;
+            if !(lock.timeout_s.is_finite() && lock.timeout_s >= 0.0) {
+                return Err(err(&format!("mux.locks.{name}.timeout_s"), lock.timeout_s, "0 (never expires) or a positive number"));
+            }
+        }
+        let l = &self.limits;
+        for (key, values, allow_zero) in [
+            ("limits.max_velocity", l.max_velocity, false),
+            ("limits.max_accel", l.max_accel, true),
+            ("limits.max_decel", l.max_decel, true),
+            ("limits.deadband", l.deadband, true),
+        ] {
+            if values.iter().any(|v| !v.is_finite() || *v < 0.0 || (!allow_zero && *v == 0.0)) {
+                let allowed = if allow_zero { "three finite numbers >= 0 (0 = unlimited)" } else { "three finite numbers > 0" };
+                return Err(err(key, format!("{values:?}"), allowed));
+            }
+        }
         for (name, m) in [("hybrid", &self.policy.hybrid), ("pure", &self.policy.pure)] {
             let key = |k: &str| format!("policy.{name}.{k}");
             if m.providers.is_empty() {
@@ -467,6 +565,29 @@ mod tests {
         assert!(h.ends_with("models/hybrid.json") && p.ends_with("models/pure.json"));
         let c = Config::from_params(&params(&[("policy.pure.manifest", json!("models/none.json"))])).unwrap();
         assert_eq!(c.resolve_files(&share).unwrap_err().key, "policy.pure.manifest");
+    }
+
+    #[test]
+    fn mux_sources_and_limits_from_nested_parameters() {
+        let c = Config::from_params(&params(&[
+            ("mux.sources.joystick.topic", json!("teleop/cmd_vel")),
+            ("mux.sources.joystick.priority", json!(120)),
+            ("mux.sources.joystick.timeout_s", json!(0.25)),
+            ("mux.locks.e_stop.topic", json!("estop")),
+            ("mux.locks.e_stop.priority", json!(255)),
+            ("limits.max_velocity", json!([0.3, 0.2, 0.8])),
+        ]))
+        .unwrap();
+        assert_eq!(c.mux.sources.len(), 1, "a configured map replaces the defaults");
+        assert_eq!(c.mux.sources["joystick"].priority, 120);
+        assert_eq!(c.mux.locks["e_stop"].timeout_s, 0.0);
+        assert_eq!(c.limits.max_velocity, [0.3, 0.2, 0.8]);
+        let e = Config::from_params(&params(&[("limits.max_velocity", json!([0.3, -1.0, 0.8]))])).unwrap_err();
+        assert_eq!(e.key, "limits.max_velocity");
+        let e = Config::from_params(&params(&[("mux.sources.joystick.topic", json!("joy"))])).unwrap_err();
+        assert!(e.key.starts_with("mux.sources.joystick"), "{e}");
+        let e = Config::from_params(&params(&[("mux.autonomy_priority", json!(300))])).unwrap_err();
+        assert_eq!(e.key, "mux.autonomy_priority");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! is plain data in, plain data out, driven by unit tests. The node's async
 //! shell moves messages between rcl and these cores.
 
+pub mod command_mux;
 pub mod config;
 pub mod inbox;
+pub mod limits;
 pub mod preprocess;
 pub mod throttle;
