@@ -12,6 +12,13 @@ Run from anywhere; writes next to this file:
     standin_hybrid.onnx      + hybrid.json   (manifest)
     standin_pure.onnx        + pure.json     (manifest)
     samples/*.png            bundled sample camera frames (640x480 RGB)
+    faulty_*.json (+ .onnx)  models that really fail, for the watchdog's tests:
+        faulty_nan      the hybrid contract, action always NaN
+        faulty_dark     the hybrid, but NaN on dark frames (mean normalised image < -1.0)
+        faulty_slow     the hybrid plus ~0.3 s of matrix products per run (misses deadlines)
+        faulty_hang     the hybrid plus many seconds of matrix products (a hang)
+        faulty_corrupt  an .onnx file that is not a model
+        faulty_missing  names an .onnx file that does not exist
 
 What the stand-ins compute (documented so tests can check behaviour):
   go        = 0 if the instruction contains the word "stop", else 1
@@ -172,15 +179,31 @@ def save(g: G, inputs, outputs, path: str, doc: str) -> None:
 STATE = 16
 
 
-def hybrid_model(path: str) -> None:
+def hybrid_model(path: str, fault: str | None = None, matmuls: int = 0) -> None:
     g = G()
     bright, light, go, lr, gate = common_features(g, "pixel_values", 224)
+    if matmuls:
+        # Work that depends on the input (so it cannot be folded away at load):
+        # the image as [294, 512] through a chain of [512, 512] products.
+        x = g.op("Reshape", "pixel_values", g.c([294, 512], np.int64))
+        w = g.op("ConstantOfShape", g.c([512, 512], np.int64),
+                 value=numpy_helper.from_array(np.array([0.002], np.float32)))
+        for _ in range(matmuls):
+            x = g.op("MatMul", x, w)
+        # Adds exactly zero to the brightness, but keeps the chain in the graph.
+        bright = g.op("Add", bright, g.op("Mul", g.c([0.0]), g.op("ReduceMean", x, axes=[0, 1], keepdims=0)))
     h_mean = g.op("ReduceMean", "h_in", axes=[1, 2], keepdims=0)
     lx = g.op("Mul", go, g.op("Add", g.c([0.3]), g.op("Add", g.op("Mul", g.c([0.1]), bright),
                                                       g.op("Mul", g.c([0.2]), h_mean))))
     ly = g.op("Mul", go, g.op("Mul", g.c([0.25]), lr))
     az = g.op("Mul", go, g.op("Mul", g.c([0.5]), g.op("Mul", light, gate)))
-    g.name(action_of(g, lx, ly, az), "action")
+    action = action_of(g, lx, ly, az)
+    if fault == "nan":
+        action = g.op("Mul", action, g.c([np.nan]))
+    elif fault == "dark":
+        lit = g.op("Cast", g.op("Greater", bright, g.c([-1.0])), to=TensorProto.FLOAT)
+        action = g.op("Div", action, g.op("Unsqueeze", lit, g.c([1], np.int64)))  # x / 0 on dark frames
+    g.name(action, "action")
     drive = g.op("Mul", g.c([0.5]), g.op("Tanh", bright))
     g.name(g.op("Add", g.op("Mul", g.c([0.5]), "h_in"), drive), "h_out")
     g.name(g.op("Add", "c_in", g.c([1.0])), "c_out")
@@ -261,8 +284,30 @@ def main() -> int:
         "pure", "standin_pure.onnx", "f16", False, "first",
         "STAND-IN with the contract of the pure Kosmos-2 export (float16 image, Kosmos-2 prompt -> action chunk "
         "[1, T, 3], first step used)."))
+    faulty = {
+        "faulty_nan": dict(fault="nan"),
+        "faulty_dark": dict(fault="dark"),
+        "faulty_slow": dict(matmuls=SLOW_MATMULS),
+        "faulty_hang": dict(matmuls=HANG_MATMULS),
+    }
+    for name, kw in faulty.items():
+        hybrid_model(os.path.join(HERE, f"{name}.onnx"), **kw)
+    with open(os.path.join(HERE, "faulty_corrupt.onnx"), "wb") as f:
+        f.write(b"STAND-IN fault: this file is deliberately not an ONNX model.\n")
+    for name in list(faulty) + ["faulty_corrupt", "faulty_missing"]:
+        onnx_file = "does_not_exist.onnx" if name == "faulty_missing" else f"{name}.onnx"
+        write_json(os.path.join(HERE, f"{name}.json"), manifest(
+            "hybrid", onnx_file, "f32", True, "last",
+            f"FAULTY STAND-IN ({name}) with the hybrid contract, for the watchdog's tests. Never deploy."))
     write_samples()
     return 0
+
+
+# Calibrated on the 2-core dev machine (one intra-op thread): a [294,512]x[512,512]
+# product takes about 3 ms, so 100 of them ~0.3 s (over the 0.1 s deadline) and
+# 2000 ~6 s (past the 1 s hard timeout).
+SLOW_MATMULS = 100
+HANG_MATMULS = 2000
 
 
 if __name__ == "__main__":

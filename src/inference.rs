@@ -7,13 +7,15 @@
 //! decides whether an action may move the robot.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mobile_vla_core::config::ModelConfig;
 use mobile_vla_core::inbox::Inbox;
 use mobile_vla_core::preprocess::RawFrame;
+use mobile_vla_core::watchdog::Role;
 use mobile_vla_policy::policy::{init_runtime, Timings};
 use mobile_vla_policy::{Action, Policy, PolicyError};
 use r2r::{builtin_interfaces::msg::Time, sensor_msgs::msg as sensor};
@@ -35,9 +37,45 @@ impl Frame {
     }
 }
 
+/// Shared with the probing policy too, so never copied.
 pub struct SeqFrame {
     pub seq: u64,
-    pub frame: Frame,
+    pub frame: Arc<Frame>,
+}
+
+/// Lets the node cancel a run that hangs: it sees when the current run
+/// started and can terminate it through ONNX Runtime's run options.
+pub struct RunWatch {
+    started: Mutex<Option<Instant>>,
+    options: mobile_vla_policy::RunOptions,
+    cancelled: AtomicBool,
+}
+
+impl RunWatch {
+    pub fn new() -> Result<Self, PolicyError> {
+        Ok(Self {
+            started: Mutex::new(None),
+            options: mobile_vla_policy::RunOptions::new().map_err(|e| PolicyError::Run(e.to_string()))?,
+            cancelled: AtomicBool::new(false),
+        })
+    }
+
+    /// How long the current run has been going, if one is.
+    pub fn running_for(&self) -> Option<Duration> {
+        self.started.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed())
+    }
+
+    /// Asks ONNX Runtime to stop the current run; it returns with an error,
+    /// reported as [`PolicyError::Cancelled`]. Returns false if already asked.
+    pub fn cancel(&self) -> bool {
+        if self.cancelled.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if let Err(e) = self.options.terminate() {
+            warn!("could not cancel the run: {e}");
+        }
+        true
+    }
 }
 
 /// Instruction changes: `None` means "no task".
@@ -69,10 +107,10 @@ impl std::fmt::Display for Skip {
 
 /// One policy run.
 pub struct RunReport {
+    pub role: Role,
     pub frame_seq: u64,
     pub stamp: Time,
     pub frame_id: String,
-    pub policy: String,
     pub provider: String,
     pub result: Result<Action, PolicyError>,
     /// Frame stamp to inference start, seconds.
@@ -82,13 +120,14 @@ pub struct RunReport {
 }
 
 pub enum Event {
-    Loaded { policy: String, provider: String, stand_in: bool },
-    LoadFailed { policy: String, error: String },
+    Loaded { role: Role, provider: String, stand_in: bool },
+    LoadFailed { role: Role, error: String },
     Ran(Box<RunReport>),
-    Skipped { reason: Skip, dropped: u64 },
+    Skipped { role: Role, reason: Skip, dropped: u64 },
 }
 
 pub struct WorkerConfig {
+    pub role: Role,
     pub name: String,
     pub manifest: PathBuf,
     pub model: ModelConfig,
@@ -97,10 +136,15 @@ pub struct WorkerConfig {
     pub max_age_s: f64,
 }
 
-pub fn spawn(cfg: WorkerConfig, inbox: Arc<FrameInbox>, events: UnboundedSender<Event>) -> JoinHandle<()> {
+pub fn spawn(
+    cfg: WorkerConfig,
+    inbox: Arc<FrameInbox>,
+    watch: Arc<RunWatch>,
+    events: UnboundedSender<Event>,
+) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(format!("infer-{}", cfg.name))
-        .spawn(move || run(cfg, &inbox, &events))
+        .spawn(move || run(cfg, &inbox, &watch, &events))
         .expect("spawning the inference thread")
 }
 
@@ -122,6 +166,7 @@ fn load(cfg: &WorkerConfig) -> Result<Policy, PolicyError> {
 
 /// One run on a grey frame, so the first real frame does not pay for lazy
 /// initialisation (or a TensorRT engine build); state is reset afterwards.
+/// A graph that cannot run at all fails the load here.
 fn warm_up(policy: &mut Policy) -> Result<(), PolicyError> {
     let t0 = Instant::now();
     let grey = vec![128u8; 64 * 64 * 3];
@@ -129,35 +174,33 @@ fn warm_up(policy: &mut Policy) -> Result<(), PolicyError> {
     policy.preprocess_raw(&frame).map_err(|e| PolicyError::Run(e.to_string()))?;
     policy.set_instruction("")?;
     let ro = mobile_vla_policy::RunOptions::new().map_err(|e| PolicyError::Run(e.to_string()))?;
-    policy.infer(&ro)?;
+    match policy.infer(&ro) {
+        // Warm-up proves the graph runs; judging its output is the watchdog's job, on real frames.
+        Ok(_) | Err(PolicyError::NonFinite(_)) => {}
+        Err(e) => return Err(e),
+    }
     policy.clear_instruction();
     info!(policy = %policy.name(), "warm-up run took {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
     Ok(())
 }
 
-fn run(cfg: WorkerConfig, inbox: &FrameInbox, events: &UnboundedSender<Event>) {
+fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &UnboundedSender<Event>) {
+    let role = cfg.role;
     let mut policy = match load(&cfg) {
         Ok(p) => {
             let _ = events.send(Event::Loaded {
-                policy: cfg.name.clone(),
+                role,
                 provider: p.selection().describe(),
                 stand_in: p.manifest().manifest.stand_in,
             });
             Some(p)
         }
         Err(e) => {
-            let _ = events.send(Event::LoadFailed { policy: cfg.name.clone(), error: e.to_string() });
+            let _ = events.send(Event::LoadFailed { role, error: e.to_string() });
             None
         }
     };
     let provider = policy.as_ref().map(|p| p.selection().provider.ort_name().to_string()).unwrap_or_default();
-    let run_options = match mobile_vla_policy::RunOptions::new() {
-        Ok(r) => r,
-        Err(e) => {
-            warn!("could not create ONNX Runtime run options: {e}");
-            return;
-        }
-    };
     let mut instruction: Control = None;
 
     while let Some(delivery) = inbox.take(Duration::from_millis(200)) {
@@ -177,7 +220,7 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, events: &UnboundedSender<Event>) {
             }
         }
         let Some(SeqFrame { seq, frame }) = delivery.frame else { continue };
-        let skip = |reason| Event::Skipped { reason, dropped: delivery.dropped };
+        let skip = |reason| Event::Skipped { role, reason, dropped: delivery.dropped };
         let Some(p) = policy.as_mut() else {
             let _ = events.send(skip(Skip::NotLoaded));
             continue;
@@ -195,7 +238,7 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, events: &UnboundedSender<Event>) {
             }
         };
         let t0 = Instant::now();
-        let prepared = match &frame {
+        let prepared = match frame.as_ref() {
             Frame::Raw(m) => p.preprocess_raw(&RawFrame {
                 width: m.width,
                 height: m.height,
@@ -210,15 +253,25 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, events: &UnboundedSender<Event>) {
             let _ = events.send(skip(Skip::BadFrame(e.to_string())));
             continue;
         }
-        let (result, inference, postprocess) = match p.infer(&run_options) {
+        *watch.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let outcome = p.infer(&watch.options);
+        *watch.started.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let (mut result, inference, postprocess) = match outcome {
             Ok((a, inf, post)) => (Ok(a), inf, post),
             Err(e) => (Err(e), t0.elapsed() - preprocess, Duration::ZERO),
         };
+        if watch.cancelled.swap(false, Ordering::SeqCst) {
+            // Whatever the run returned, it was cancelled: it drives nothing.
+            result = Err(PolicyError::Cancelled);
+            if let Err(e) = watch.options.unterminate() {
+                warn!("could not re-arm the run options: {e}");
+            }
+        }
         let report = RunReport {
+            role,
             frame_seq: seq,
             stamp: header.stamp.clone(),
             frame_id: header.frame_id.clone(),
-            policy: cfg.name.clone(),
             provider: provider.clone(),
             result,
             frame_age_s: age,

@@ -5,6 +5,8 @@
 //! shutdown, 2 for a configuration error (one line naming the key), 1 for any
 //! other start-up failure.
 
+mod command_out;
+mod diagnostics;
 mod inference;
 mod node;
 mod ros_params;
@@ -54,7 +56,7 @@ fn main() -> ExitCode {
     };
     let share = share_dir();
     let files = match config.resolve_files(&share) {
-        Ok((hybrid_manifest, _pure)) => node::Files { hybrid_manifest },
+        Ok((hybrid_manifest, pure_manifest)) => node::Files { hybrid_manifest, pure_manifest },
         Err(e) => {
             error!("{e}");
             return ExitCode::from(2);

@@ -1,10 +1,10 @@
 //! The async ROS shell of the node: moves messages between rcl and the cores.
 //!
-//! Owns the subscriptions, publishers, the rcl spin thread, the hand-over of
-//! frames to the inference thread and the shutdown sequence. What it publishes
-//! on `cmd_vel` is decided by the cores: `CommandMux` picks the source (the
-//! policy, teleop topics, locks), `OutputStage` applies the limits; with no
-//! fresh source that is zero.
+//! Owns the subscriptions, publishers, the rcl spin thread, the inference
+//! threads (hybrid and pure) and the shutdown sequence. It decides nothing
+//! itself: the `Watchdog` says which policy's results may drive, the
+//! `CommandMux` which source wins, the `OutputStage` what is published; with
+//! no fresh, valid source that is zero.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,62 +13,31 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use futures::stream::{select_all, BoxStream};
 use futures::StreamExt;
 use mobile_vla_core::command_mux::{CommandMux, Decision, LockSpec, SourceSpec, Velocity};
-use mobile_vla_core::config::{Config, OutputConfig, Transport};
+use mobile_vla_core::config::{Config, Transport};
 use mobile_vla_core::limits::{Limits, OutputStage};
 use mobile_vla_core::throttle::Throttle;
-use mobile_vla_policy::{Action, PolicyError};
-use futures::stream::{select_all, BoxStream};
+use mobile_vla_core::watchdog::{Outcome, Role, Switch, Watchdog, WatchdogConfig};
+use mobile_vla_policy::PolicyError;
 use r2r::{
-    geometry_msgs::msg as geo, mobile_vla_msgs::msg as vla, sensor_msgs::msg as sensor,
-    std_msgs::msg as std_msg, std_srvs::srv::SetBool, QosProfile,
+    diagnostic_msgs::msg::DiagnosticArray, geometry_msgs::msg as geo, mobile_vla_msgs::msg as vla,
+    sensor_msgs::msg as sensor, std_msgs::msg as std_msg, std_srvs::srv::SetBool, QosProfile,
 };
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::inference::{self, Event, Frame, FrameInbox, RunReport, SeqFrame, Skip, WorkerConfig};
+use crate::command_out::{from_twist, twist, velocity, CommandPublisher};
+use crate::diagnostics::{self, role_name, PolicyInfo, ROLES};
+use crate::inference::{self, Event, Frame, FrameInbox, RunReport, RunWatch, SeqFrame, Skip, WorkerConfig};
 
 /// How long the final zero command is given to reach reliable subscribers
 /// before the node's publishers are torn down.
 const FINAL_ZERO_GRACE: Duration = Duration::from_millis(300);
 
-/// Publishes velocity commands as `Twist` or `TwistStamped`.
-struct CommandPublisher {
-    out: CommandOut,
-    frame_id: String,
-    clock: r2r::Clock,
-}
-
-enum CommandOut {
-    Twist(r2r::Publisher<geo::Twist>),
-    Stamped(r2r::Publisher<geo::TwistStamped>),
-}
-
-impl CommandPublisher {
-    fn new(node: &mut r2r::Node, cfg: &OutputConfig) -> anyhow::Result<Self> {
-        // Commands are reliable: a dropped stop command is not acceptable.
-        let qos = QosProfile::default().reliable().keep_last(10);
-        let out = if cfg.stamped {
-            CommandOut::Stamped(node.create_publisher(&cfg.topic, qos)?)
-        } else {
-            CommandOut::Twist(node.create_publisher(&cfg.topic, qos)?)
-        };
-        Ok(Self { out, frame_id: cfg.frame_id.clone(), clock: r2r::Clock::create(r2r::ClockType::SystemTime)? })
-    }
-
-    fn publish(&mut self, twist: geo::Twist) -> anyhow::Result<()> {
-        match &self.out {
-            CommandOut::Twist(p) => p.publish(&twist)?,
-            CommandOut::Stamped(p) => {
-                let now = self.clock.get_now()?;
-                let header = std_msg::Header { stamp: r2r::Clock::to_builtin_time(&now), frame_id: self.frame_id.clone() };
-                p.publish(&geo::TwistStamped { header, twist })?
-            }
-        }
-        Ok(())
-    }
-}
+/// The autonomy source's index in the mux.
+const POLICY: usize = 0;
 
 /// Spins rcl on its own thread until told to stop; gives the node back on join
 /// so publishers stay valid until the very end.
@@ -99,25 +68,6 @@ impl Spinner {
     }
 }
 
-fn twist(v: Velocity) -> geo::Twist {
-    geo::Twist { linear: geo::Vector3 { x: v.x, y: v.y, z: 0.0 }, angular: geo::Vector3 { x: 0.0, y: 0.0, z: v.wz } }
-}
-
-fn velocity(a: &Action) -> Velocity {
-    Velocity { x: a.linear_x as f64, y: a.linear_y as f64, wz: a.angular_z as f64 }
-}
-
-/// linear.z, angular.x and angular.y mean nothing to a planar base; they are
-/// dropped, but must not smuggle NaN past the finiteness check either.
-fn from_twist(t: &geo::Twist) -> Velocity {
-    let ignored_finite = t.linear.z.is_finite() && t.angular.x.is_finite() && t.angular.y.is_finite();
-    let v = Velocity { x: t.linear.x, y: t.linear.y, wz: t.angular.z };
-    if ignored_finite { v } else { Velocity { x: f64::NAN, ..v } }
-}
-
-/// The autonomy source's index in the mux.
-const POLICY: usize = 0;
-
 fn now_s() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
@@ -130,18 +80,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// What the node knows about its one policy.
-#[derive(Default)]
-struct PolicyState {
-    name: String,
-    manifest: String,
-    requested: Vec<String>,
-    provider: String,
-    loaded: bool,
-    load_error: Option<String>,
-    runs: u64,
-    failures: u64,
-    last_error: String,
+fn idx(r: Role) -> usize {
+    match r {
+        Role::Primary => 0,
+        Role::Fallback => 1,
+    }
+}
+
+/// An inference thread and the handles to feed and supervise it.
+struct Worker {
+    inbox: Arc<FrameInbox>,
+    watch: Arc<RunWatch>,
+    thread: JoinHandle<()>,
 }
 
 /// The shell's mutable state and everything it publishes.
@@ -149,26 +99,55 @@ struct Shell {
     commands: CommandPublisher,
     status_pub: r2r::Publisher<vla::Status>,
     stats_pub: r2r::Publisher<vla::InferenceStats>,
+    diag_pub: r2r::Publisher<DiagnosticArray>,
     clock: r2r::Clock,
     max_instruction_bytes: usize,
-    inbox: Arc<FrameInbox>,
+    max_frame_age_s: f64,
+    hard_timeout: Duration,
+    workers: [Option<Worker>; 2],
+    /// Worker configurations not started yet (a lazily loaded fallback).
+    pending: [Option<WorkerConfig>; 2],
+    events_tx: mpsc::UnboundedSender<Event>,
+    watchdog: Watchdog,
+    info: [PolicyInfo; 2],
     /// Source 0 is the policy; then the configured teleop sources.
     mux: CommandMux,
     stage: OutputStage,
     last_publish: Instant,
     decision: Decision,
     instruction: Option<String>,
-    policy: PolicyState,
-    /// Why the robot is not driven by the policy, when it is not.
+    /// Why the active policy's latest frame did not drive, when it did not.
     hold_reason: Option<String>,
     frame_seq: u64,
     command_seq: u64,
     dropped_pending: u64,
-    last_status: Option<(String, String)>,
+    /// (state, reason, active policy, source, lock) last published.
+    last_status: Option<[String; 5]>,
     throttle: Throttle,
 }
 
 impl Shell {
+    fn stamp(&mut self) -> r2r::builtin_interfaces::msg::Time {
+        self.clock.get_now().map(|t| r2r::Clock::to_builtin_time(&t)).unwrap_or_default()
+    }
+
+    fn spawn_worker(&mut self, role: Role) {
+        let Some(cfg) = self.pending[idx(role)].take() else { return };
+        let watch = match RunWatch::new() {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                self.on_event(Event::LoadFailed { role, error: e.to_string() });
+                return;
+            }
+        };
+        let inbox: Arc<FrameInbox> = Arc::default();
+        if self.instruction.is_some() {
+            inbox.put_control(self.instruction.clone());
+        }
+        let thread = inference::spawn(cfg, inbox.clone(), watch.clone(), self.events_tx.clone());
+        self.workers[idx(role)] = Some(Worker { inbox, watch, thread });
+    }
+
     /// Decides, shapes and publishes the command for this instant.
     fn publish_command(&mut self) -> bool {
         let now = Instant::now();
@@ -177,18 +156,18 @@ impl Shell {
         let hard_stop = d.lock.is_some() && d.source.is_none();
         let out = self.stage.step(d.command, now.duration_since(self.last_publish), hard_stop);
         self.last_publish = now;
-        if d.source != self.decision.source || d.lock != self.decision.lock {
+        let changed = d.source != self.decision.source || d.lock != self.decision.lock;
+        self.decision = d;
+        if changed {
             info!(
-                source = d.source.as_deref().unwrap_or("none"),
-                lock = d.lock.as_deref().unwrap_or("none"),
+                source = self.decision.source.as_deref().unwrap_or("none"),
+                lock = self.decision.lock.as_deref().unwrap_or("none"),
                 "command source changed"
             );
-            self.decision = d;
             self.publish_status(true);
-        } else {
-            self.decision = d;
+            self.publish_diagnostics();
         }
-        match self.commands.publish(twist(out)) {
+        match self.commands.publish(out) {
             Ok(()) => {
                 self.command_seq += 1;
                 true
@@ -200,9 +179,22 @@ impl Shell {
         }
     }
 
+    fn on_frame(&mut self, frame: Frame) {
+        self.frame_seq += 1;
+        let now = Instant::now();
+        let frame = Arc::new(frame);
+        for role in ROLES {
+            if let Some(w) = &self.workers[idx(role)] {
+                if self.watchdog.wants_frames(role, now) {
+                    w.inbox.put_frame(SeqFrame { seq: self.frame_seq, frame: frame.clone() });
+                }
+            }
+        }
+    }
+
     fn on_source(&mut self, i: usize, v: Velocity) {
         if let Err(refused) = self.mux.command(i, v, Instant::now()) {
-            if let Some(n) = self.throttle.allow("non_finite_teleop", Instant::now()) {
+            if let Some(n) = self.throttle.allow("non_finite_command", Instant::now()) {
                 warn!(suppressed = n, "non-finite command refused, not forwarded: {refused:?}");
             }
         }
@@ -246,76 +238,6 @@ impl Shell {
         }
     }
 
-    fn state_and_reason(&self) -> (String, String) {
-        let d = &self.decision;
-        let policy_reason = || {
-            if let Some(e) = &self.policy.load_error {
-                format!("policy '{}' failed to load: {e}", self.policy.name)
-            } else if !self.policy.loaded {
-                format!("policy '{}' is loading", self.policy.name)
-            } else if self.instruction.is_none() {
-                Skip::NoInstruction.to_string()
-            } else if let Some(r) = &self.hold_reason {
-                r.clone()
-            } else if d.source.is_none() {
-                "waiting for camera frames".into()
-            } else {
-                String::new()
-            }
-        };
-        // The values of Status.msg's STATE_* constants.
-        let (state, reason) = match (&d.source, &d.lock) {
-            (None, Some(lock)) => ("safe_stop", format!("lock '{lock}' engaged")),
-            (Some(src), _) if src != "policy" => ("running", String::new()),
-            _ if !self.mux.is_enabled(POLICY) => ("paused", "autonomy paused".to_string()),
-            _ if !self.policy.loaded && self.policy.load_error.is_none() => ("starting", policy_reason()),
-            _ => match policy_reason() {
-                r if r.is_empty() => ("running", r),
-                r => ("safe_stop", r),
-            },
-        };
-        (state.to_string(), reason)
-    }
-
-    fn publish_status(&mut self, only_if_changed: bool) {
-        let (state, reason) = self.state_and_reason();
-        let key = (state.clone(), reason.clone());
-        if only_if_changed && self.last_status.as_ref() == Some(&key) {
-            return;
-        }
-        if self.last_status.as_ref() != Some(&key) {
-            if reason.is_empty() {
-                info!(state = %state, "status");
-            } else {
-                info!(state = %state, reason = %reason, "status");
-            }
-        }
-        self.last_status = Some(key);
-        let p = &self.policy;
-        let status = vla::Status {
-            stamp: self.clock.get_now().map(|t| r2r::Clock::to_builtin_time(&t)).unwrap_or_default(),
-            state,
-            reason,
-            active_policy: if p.loaded { p.name.clone() } else { String::new() },
-            active_source: self.decision.source.clone().unwrap_or_default(),
-            active_lock: self.decision.lock.clone().unwrap_or_default(),
-            policies: vec![vla::PolicyStatus {
-                name: p.name.clone(),
-                model: p.manifest.clone(),
-                loaded: p.loaded,
-                healthy: p.loaded && p.last_error.is_empty(),
-                requested_providers: p.requested.clone(),
-                execution_provider: p.provider.clone(),
-                runs: p.runs,
-                failures: p.failures,
-                last_error: p.last_error.clone(),
-            }],
-        };
-        if let Err(e) = self.status_pub.publish(&status) {
-            warn!("publishing ~/status failed: {e}");
-        }
-    }
-
     fn on_instruction(&mut self, text: String) {
         let trimmed = text.trim();
         let next = if trimmed.is_empty() {
@@ -336,27 +258,145 @@ impl Shell {
             // A new task must not be driven by the old task's last command.
             self.mux.clear(POLICY);
             self.instruction = next.clone();
-            self.inbox.put_control(next);
+            for w in self.workers.iter().flatten() {
+                w.inbox.put_control(next.clone());
+            }
         }
         self.publish_status(true);
     }
 
+    /// Every tick: cancel runs that passed the hard timeout (a hang).
+    fn check_hangs(&mut self) {
+        for role in ROLES {
+            let Some(w) = &self.workers[idx(role)] else { continue };
+            let hung = w.watch.running_for().is_some_and(|t| t > self.hard_timeout);
+            if hung && w.watch.cancel() {
+                warn!(policy = %role_name(role), "run exceeded the hard timeout: cancelling it");
+                // Counted now: a run that never comes back must still fail its policy.
+                let v = self.watchdog.verdict(role, Outcome::Timeout, Instant::now());
+                self.after_verdict(v.switch);
+            }
+        }
+    }
+
+    fn after_verdict(&mut self, switch: Option<Switch>) {
+        if let Some(s) = switch {
+            match s.to {
+                Some(Role::Primary) => info!("policy switch: {s}"),
+                Some(Role::Fallback) => warn!("policy switch: {s}"),
+                None => error!("policy switch: {s}; the robot is held still"),
+            }
+            // The new policy must produce its own command before anything drives.
+            self.mux.clear(POLICY);
+            if s.to.is_none() || s.to == Some(Role::Fallback) {
+                // A lazily loaded fallback starts loading the first time it is needed.
+                self.spawn_worker(Role::Fallback);
+            }
+            self.publish_command();
+            self.publish_diagnostics();
+        }
+        self.publish_status(true);
+    }
+
+    fn state_and_reason(&self) -> (String, String) {
+        let d = &self.decision;
+        let policy_reason = || {
+            if let Some(r) = self.watchdog.reason() {
+                r
+            } else if self.instruction.is_none() {
+                Skip::NoInstruction.to_string()
+            } else if let Some(r) = &self.hold_reason {
+                r.clone()
+            } else if d.source.is_none() {
+                "waiting for camera frames".into()
+            } else {
+                String::new()
+            }
+        };
+        let starting = ROLES.iter().all(|r| self.watchdog.report(*r).state == "loading")
+            || (self.watchdog.active().is_none() && self.watchdog.report(Role::Primary).state == "loading");
+        // The values of Status.msg's STATE_* constants.
+        let (state, reason) = match (&d.source, &d.lock) {
+            (None, Some(lock)) => ("safe_stop", format!("lock '{lock}' engaged")),
+            (Some(src), _) if src != "policy" => ("running", String::new()),
+            _ if !self.mux.is_enabled(POLICY) => ("paused", "autonomy paused".to_string()),
+            _ if starting => ("starting", "loading the policies".to_string()),
+            _ => match policy_reason() {
+                r if r.is_empty() => ("running", r),
+                r => ("safe_stop", r),
+            },
+        };
+        (state.to_string(), reason)
+    }
+
+    fn publish_status(&mut self, only_if_changed: bool) {
+        let (state, reason) = self.state_and_reason();
+        let active_policy = self.watchdog.active().map(role_name).unwrap_or_default().to_string();
+        let source = self.decision.source.clone().unwrap_or_default();
+        let lock = self.decision.lock.clone().unwrap_or_default();
+        let key = [state.clone(), reason.clone(), active_policy.clone(), source.clone(), lock.clone()];
+        let changed = self.last_status.as_ref() != Some(&key);
+        if only_if_changed && !changed {
+            return;
+        }
+        if changed && self.last_status.as_ref().is_none_or(|k| k[..2] != key[..2]) {
+            if reason.is_empty() {
+                info!(state = %state, "status");
+            } else {
+                info!(state = %state, reason = %reason, "status");
+            }
+        }
+        self.last_status = Some(key);
+        let status = vla::Status {
+            stamp: self.stamp(),
+            state,
+            reason,
+            active_policy,
+            active_source: source,
+            active_lock: lock,
+            policies: ROLES.iter().map(|r| diagnostics::policy_status(&self.watchdog, *r, &self.info[idx(*r)])).collect(),
+        };
+        if let Err(e) = self.status_pub.publish(&status) {
+            warn!("publishing ~/status failed: {e}");
+        }
+    }
+
+    fn publish_diagnostics(&mut self) {
+        let stamp = self.stamp();
+        let msg = diagnostics::diagnostics(stamp, &self.watchdog, &self.info, &self.decision, !self.mux.is_enabled(POLICY));
+        if let Err(e) = self.diag_pub.publish(&msg) {
+            warn!("publishing /diagnostics failed: {e}");
+        }
+    }
+
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Loaded { policy, provider, stand_in } => {
-                info!(policy = %policy, execution_provider = %provider, "policy loaded");
+            Event::Loaded { role, provider, stand_in } => {
+                let name = role_name(role);
+                info!(policy = %name, execution_provider = %provider, "policy loaded");
                 if stand_in {
-                    warn!(policy = %policy, "this is a STAND-IN model, not a trained policy: do not drive a real robot with it");
+                    warn!(policy = %name, "this is a STAND-IN model, not a trained policy: do not drive a real robot with it");
                 }
-                self.policy.loaded = true;
-                self.policy.provider = provider.split(' ').next().unwrap_or_default().to_string();
+                let info = &mut self.info[idx(role)];
+                info.loaded = true;
+                info.provider = provider.split(' ').next().unwrap_or_default().to_string();
+                let s = self.watchdog.loaded(role, Ok(()), Instant::now());
+                self.after_verdict(s);
             }
-            Event::LoadFailed { policy, error } => {
-                error!(policy = %policy, "POLICY NOT LOADED, the robot will not move: {error}");
-                self.policy.load_error = Some(error);
+            Event::LoadFailed { role, error } => {
+                let name = role_name(role);
+                error!(policy = %name, "POLICY NOT LOADED ({name}): {error}");
+                let s = self.watchdog.loaded(role, Err(error), Instant::now());
+                if role == Role::Primary {
+                    self.spawn_worker(Role::Fallback);
+                }
+                self.after_verdict(s);
             }
-            Event::Skipped { reason, dropped, .. } => {
+            Event::Skipped { role, reason, dropped } => {
                 self.dropped_pending += dropped;
+                if self.watchdog.active() != Some(role) {
+                    return;
+                }
                 self.mux.clear(POLICY);
                 let kind = match &reason {
                     Skip::BadFrame(_) => "bad_frame",
@@ -369,55 +409,69 @@ impl Shell {
                     }
                     self.hold_reason = Some(reason.to_string());
                 }
+                self.publish_status(true);
             }
             Event::Ran(report) => self.on_run(*report),
         }
-        self.publish_status(true);
     }
 
     fn on_run(&mut self, r: RunReport) {
-        self.policy.runs += 1;
-        let outcome = match &r.result {
-            Ok(a) => {
-                self.on_source(POLICY, velocity(a));
-                self.hold_reason = None;
-                self.policy.last_error.clear();
-                vla::InferenceStats::OUTCOME_OK as u8
-            }
-            Err(e) => {
-                self.mux.clear(POLICY);
-                self.policy.failures += 1;
-                self.policy.last_error = e.to_string();
-                self.hold_reason = Some(format!("policy '{}' failed: {e}", r.policy));
-                if let Some(n) = self.throttle.allow("inference", Instant::now()) {
-                    warn!(suppressed = n, policy = %r.policy, "{e}; no command from this frame");
-                }
-                match e {
-                    PolicyError::NonFinite(_) => vla::InferenceStats::OUTCOME_INVALID_OUTPUT as u8,
-                    _ => vla::InferenceStats::OUTCOME_ERROR as u8,
-                }
-            }
-        };
-        // A fresh action goes out at once rather than waiting for the next tick.
-        let (command_seq, stamp_to_publish_ms) = if r.result.is_ok() && self.publish_command() {
-            (self.command_seq, (now_s() - stamp_s(&r.stamp)) * 1e3)
-        } else {
-            (0, 0.0)
-        };
+        let now = Instant::now();
         let t = &r.timings;
+        let total = t.preprocess + t.inference + t.postprocess;
+        let (outcome, stats_outcome) = match &r.result {
+            Ok(a) => {
+                let max_abs = [a.linear_x, a.linear_y, a.angular_z].iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+                (Some(Outcome::Ok { latency: total, max_abs }), vla::InferenceStats::OUTCOME_OK as u8)
+            }
+            Err(PolicyError::NonFinite(_)) => (Some(Outcome::NonFinite), vla::InferenceStats::OUTCOME_INVALID_OUTPUT as u8),
+            // Already counted when the run was cancelled.
+            Err(PolicyError::Cancelled) => (None, vla::InferenceStats::OUTCOME_TIMEOUT as u8),
+            Err(e) => (Some(Outcome::Error(e.to_string())), vla::InferenceStats::OUTCOME_ERROR as u8),
+        };
+        let verdict = outcome.map(|o| self.watchdog.verdict(r.role, o, now));
+        let drive = verdict.as_ref().is_some_and(|v| v.drive);
+        let name = role_name(r.role);
+        if let Err(e) = &r.result {
+            if let Some(n) = self.throttle.allow("inference", now) {
+                warn!(suppressed = n, policy = %name, "{e}; no command from this frame");
+            }
+        }
+        let mut command_seq = 0;
+        let mut stamp_to_publish_ms = 0.0;
+        if drive {
+            let age = now_s() - stamp_s(&r.stamp);
+            if age > self.max_frame_age_s {
+                // The run took so long that its frame went stale meanwhile.
+                self.mux.clear(POLICY);
+                self.hold_reason = Some(Skip::Stale { age_s: age }.to_string());
+            } else if let Ok(a) = &r.result {
+                self.hold_reason = None;
+                self.on_source(POLICY, velocity(a));
+                // A fresh action goes out at once rather than waiting for the next tick.
+                if self.publish_command() {
+                    command_seq = self.command_seq;
+                    stamp_to_publish_ms = (now_s() - stamp_s(&r.stamp)) * 1e3;
+                }
+            }
+        } else if self.watchdog.active() == Some(r.role) || self.watchdog.active().is_none() {
+            self.mux.clear(POLICY);
+        }
+        self.after_verdict(verdict.and_then(|v| v.switch));
+
         let stats = vla::InferenceStats {
             header: std_msg::Header { stamp: r.stamp.clone(), frame_id: r.frame_id.clone() },
             frame_seq: r.frame_seq,
             command_seq,
-            policy: r.policy.clone(),
+            policy: name.into(),
             execution_provider: r.provider.clone(),
-            fallback_active: false,
-            outcome,
+            fallback_active: self.watchdog.active() == Some(Role::Fallback),
+            outcome: stats_outcome,
             frame_age_ms: r.frame_age_s * 1e3,
             preprocess_ms: ms(t.preprocess),
             inference_ms: ms(t.inference),
             postprocess_ms: ms(t.postprocess),
-            total_ms: ms(t.preprocess + t.inference + t.postprocess),
+            total_ms: ms(total),
             stamp_to_publish_ms,
             frames_dropped: (self.dropped_pending + r.dropped).min(u32::MAX as u64) as u32,
             action: r.result.as_ref().map(|a| twist(velocity(a))).unwrap_or_default(),
@@ -432,11 +486,27 @@ impl Shell {
 /// Resolved files the node needs, checked at start.
 pub struct Files {
     pub hybrid_manifest: PathBuf,
+    pub pure_manifest: PathBuf,
+}
+
+fn watchdog_config(c: &Config) -> WatchdogConfig {
+    let w = &c.watchdog;
+    WatchdogConfig {
+        deadline: Duration::from_secs_f64(w.deadline_s),
+        consecutive_misses: w.consecutive_misses,
+        window_misses: w.window_misses,
+        window: w.window,
+        max_abs_action: w.max_abs_action,
+        cooldown: Duration::from_secs_f64(w.cooldown_s),
+        max_cooldown: Duration::from_secs_f64(w.max_cooldown_s),
+        recovery_successes: w.recovery_successes,
+        stable_after: Duration::from_secs_f64(w.stable_after_s),
+    }
 }
 
 pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::Result<()> {
     let camera_topic = config.camera.subscribed_topic();
-    let mut frames: futures::stream::BoxStream<'static, Frame> = match config.camera.transport {
+    let mut frames: BoxStream<'static, Frame> = match config.camera.transport {
         Transport::Raw => node
             .subscribe::<sensor::Image>(&camera_topic, QosProfile::sensor_data())
             .with_context(|| format!("subscribing to {camera_topic}"))?
@@ -461,6 +531,9 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
     let stats_pub = node
         .create_publisher::<vla::InferenceStats>("~/inference_stats", QosProfile::default().reliable().keep_last(100))
         .context("advertising ~/inference_stats")?;
+    let diag_pub = node
+        .create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default().reliable().keep_last(10))
+        .context("advertising /diagnostics")?;
 
     // Teleop and other command sources, and locks, as twist_mux has them.
     let mut specs = vec![SourceSpec {
@@ -489,7 +562,7 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
             priority: lock.priority,
             timeout: (lock.timeout_s > 0.0).then(|| Duration::from_secs_f64(lock.timeout_s)),
         });
-        // Reliable and latched-compatible: an e-stop must not be lost.
+        // Reliable: an e-stop must not be lost.
         let stream = node
             .subscribe::<std_msg::Bool>(&lock.topic, QosProfile::default().reliable().keep_last(1))
             .with_context(|| format!("subscribing to {} (mux.locks.{name})", lock.topic))?;
@@ -504,31 +577,39 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
         .subscribe::<std_msg::String>("~/system_control", QosProfile::default())
         .context("subscribing to ~/system_control")?;
 
-    let inbox: Arc<FrameInbox> = Arc::default();
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let hybrid = &config.policy.hybrid;
-    let worker = inference::spawn(
-        WorkerConfig {
-            name: "hybrid".into(),
-            manifest: files.hybrid_manifest.clone(),
-            model: hybrid.clone(),
-            onnxruntime_library: Some(&config.policy.onnxruntime_library)
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from),
-            max_frame: (config.camera.max_width, config.camera.max_height),
-            max_age_s: config.camera.max_age_s,
-        },
-        inbox.clone(),
-        events_tx,
-    );
-
+    let library = Some(&config.policy.onnxruntime_library).filter(|s| !s.is_empty()).map(PathBuf::from);
+    let worker_cfg = |role: Role, manifest: &PathBuf, model: &mobile_vla_core::config::ModelConfig| WorkerConfig {
+        role,
+        name: role_name(role).into(),
+        manifest: manifest.clone(),
+        model: model.clone(),
+        onnxruntime_library: library.clone(),
+        max_frame: (config.camera.max_width, config.camera.max_height),
+        max_age_s: config.camera.max_age_s,
+    };
+    let info = |manifest: &PathBuf, model: &mobile_vla_core::config::ModelConfig| PolicyInfo {
+        manifest: manifest.display().to_string(),
+        requested: model.providers.iter().map(|p| p.ort_name().to_string()).collect(),
+        ..Default::default()
+    };
     let mut shell = Shell {
         commands,
         status_pub,
         stats_pub,
+        diag_pub,
         clock: r2r::Clock::create(r2r::ClockType::SystemTime)?,
         max_instruction_bytes: config.instruction.max_bytes,
-        inbox: inbox.clone(),
+        max_frame_age_s: config.camera.max_age_s,
+        hard_timeout: Duration::from_secs_f64(config.watchdog.hard_timeout_s),
+        workers: [None, None],
+        pending: [
+            Some(worker_cfg(Role::Primary, &files.hybrid_manifest, &config.policy.hybrid)),
+            config.watchdog.fallback_enabled.then(|| worker_cfg(Role::Fallback, &files.pure_manifest, &config.policy.pure)),
+        ],
+        events_tx,
+        watchdog: Watchdog::new(watchdog_config(&config)),
+        info: [info(&files.hybrid_manifest, &config.policy.hybrid), info(&files.pure_manifest, &config.policy.pure)],
         mux: CommandMux::new(specs, lock_specs, Instant::now()),
         stage: OutputStage::new(Limits {
             max_velocity: config.limits.max_velocity,
@@ -539,12 +620,6 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
         last_publish: Instant::now(),
         decision: Decision { command: Velocity::ZERO, source: None, lock: None },
         instruction: None,
-        policy: PolicyState {
-            name: "hybrid".into(),
-            manifest: files.hybrid_manifest.display().to_string(),
-            requested: hybrid.providers.iter().map(|p| p.ort_name().to_string()).collect(),
-            ..Default::default()
-        },
         hold_reason: None,
         frame_seq: 0,
         command_seq: 0,
@@ -552,11 +627,18 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
         last_status: None,
         throttle: Throttle::new(Duration::from_secs(2)),
     };
+    shell.spawn_worker(Role::Primary);
+    if !config.watchdog.fallback_enabled {
+        let s = shell.watchdog.loaded(Role::Fallback, Err("disabled (watchdog.fallback_enabled: false)".into()), Instant::now());
+        shell.after_verdict(s);
+    } else if !config.watchdog.lazy_fallback {
+        shell.spawn_worker(Role::Fallback);
+    }
     info!(
         camera = %camera_topic,
         instruction = %config.instruction.topic,
         cmd_vel = %config.output.topic,
-        "ready: zero velocity until a policy, an instruction and fresh frames agree"
+        "ready: zero velocity until a healthy policy, an instruction and fresh frames agree"
     );
     shell.publish_status(false);
     let spinner = Spinner::start(node);
@@ -568,13 +650,17 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
 
     loop {
         tokio::select! {
-            _ = tick.tick() => { shell.publish_command(); }
-            _ = status_tick.tick() => shell.publish_status(false),
-            Some(frame) = frames.next() => {
-                shell.frame_seq += 1;
-                inbox.put_frame(SeqFrame { seq: shell.frame_seq, frame });
+            _ = tick.tick() => {
+                shell.check_hangs();
+                shell.publish_command();
             }
+            _ = status_tick.tick() => {
+                shell.publish_status(false);
+                shell.publish_diagnostics();
+            }
+            Some(frame) = frames.next() => shell.on_frame(frame),
             Some(msg) = instructions.next() => shell.on_instruction(msg.data),
+            Some(ev) = events.recv() => shell.on_event(ev),
             Some((i, v)) = sources.next() => shell.on_source(i, v),
             Some((i, engaged)) = locks.next() => shell.on_lock(i, engaged),
             Some(req) = enable_autonomy.next() => {
@@ -584,15 +670,20 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
                 }
             }
             Some(msg) = system_control.next() => shell.on_system_control(&msg.data),
-            Some(ev) = events.recv() => shell.on_event(ev),
             _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
         }
     }
 
     // Whatever happened, the last word to the robot is zero velocity.
-    inbox.close();
-    if let Err(e) = shell.commands.publish(geo::Twist::default()) {
+    let workers: Vec<Worker> = shell.workers.iter_mut().filter_map(Option::take).collect();
+    for w in &workers {
+        w.inbox.close();
+        if w.watch.running_for().is_some() {
+            w.watch.cancel();
+        }
+    }
+    if let Err(e) = shell.commands.publish(Velocity::ZERO) {
         warn!("publishing the final zero command failed: {e}");
     } else {
         info!(frames = shell.frame_seq, "published the final zero command");
@@ -600,10 +691,11 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
     tokio::time::sleep(FINAL_ZERO_GRACE).await;
     drop(shell);
     drop(spinner.stop());
-    // The inference thread notices the closed inbox after its current run; a
-    // run stuck inside ONNX Runtime must not hold the process up.
-    if worker.is_finished() {
-        let _ = worker.join();
+    // A run stuck inside ONNX Runtime must not hold the process up.
+    for w in workers {
+        if w.thread.is_finished() {
+            let _ = w.thread.join();
+        }
     }
     Ok(())
 }

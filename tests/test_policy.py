@@ -285,7 +285,9 @@ def test_missing_model_keeps_the_robot_still_and_says_so_loudly(peer, run_node, 
     manifest["onnx"] = str(MODELS / "does_not_exist.onnx")
     manifest["text"]["tokenizer"] = str(MODELS / "standin_tokenizer.json")
     (tmp_path / "m.json").write_text(json.dumps(manifest))
-    node = start(run_node, {"policy": {"hybrid": {"manifest": str(tmp_path / "m.json")}}})
+    # No fallback either (test_watchdog.py covers handing over to it).
+    node = start(run_node, {"policy": {"hybrid": {"manifest": str(tmp_path / "m.json")}},
+                            "watchdog": {"fallback_enabled": False}})
     d = Driver(peer)
     assert wait_for(lambda: [s for s in d.status.msgs if "failed to load" in s.reason], 15), node.output()
     d.instruct(INSTRUCTION)
@@ -298,5 +300,5 @@ def test_missing_model_keeps_the_robot_still_and_says_so_loudly(peer, run_node, 
     assert d.cmds.msgs and not moved(d.cmds)
     s = d.status.msgs[-1]
     assert s.state == Status.STATE_SAFE_STOP and "does_not_exist.onnx" in s.reason
-    assert not s.policies[0].loaded
+    assert not s.policies[0].loaded and "no healthy policy" in s.reason
     assert "ERROR" in node.output() and "POLICY NOT LOADED" in node.output()

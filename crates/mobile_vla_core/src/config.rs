@@ -264,6 +264,49 @@ impl Default for LimitsConfig {
     }
 }
 
+/// When the hybrid policy hands over to the pure Kosmos-2 one, and back.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchdogParams {
+    /// false: no fallback policy; a failing primary means zero velocity.
+    pub fallback_enabled: bool,
+    /// true: load the fallback only when it is first needed (saves its memory,
+    /// but the first switch waits for a model load, and a TensorRT engine build).
+    pub lazy_fallback: bool,
+    /// Per-frame budget (preprocess + inference + postprocess).
+    pub deadline_s: f64,
+    pub consecutive_misses: u32,
+    pub window_misses: u32,
+    pub window: u32,
+    /// A run still going after this is cancelled and counts as a hang.
+    pub hard_timeout_s: f64,
+    /// A proposed |velocity| above this makes the output invalid.
+    pub max_abs_action: f64,
+    pub cooldown_s: f64,
+    pub max_cooldown_s: f64,
+    pub recovery_successes: u32,
+    pub stable_after_s: f64,
+}
+
+impl Default for WatchdogParams {
+    fn default() -> Self {
+        Self {
+            fallback_enabled: true,
+            lazy_fallback: false,
+            deadline_s: 0.1,
+            consecutive_misses: 3,
+            window_misses: 5,
+            window: 20,
+            hard_timeout_s: 1.0,
+            max_abs_action: 5.0,
+            cooldown_s: 2.0,
+            max_cooldown_s: 60.0,
+            recovery_successes: 5,
+            stable_after_s: 30.0,
+        }
+    }
+}
+
 /// Everything the node reads from its parameters.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -272,6 +315,7 @@ pub struct Config {
     pub instruction: InstructionConfig,
     pub output: OutputConfig,
     pub policy: PolicyConfig,
+    pub watchdog: WatchdogParams,
     pub mux: MuxConfig,
     pub limits: LimitsConfig,
     /// Standard ROS parameter; accepted so launch files may set it.
@@ -340,6 +384,29 @@ impl Config {
             if !(lock.timeout_s.is_finite() && lock.timeout_s >= 0.0) {
                 return Err(err(&format!("mux.locks.{name}.timeout_s"), lock.timeout_s, "0 (never expires) or a positive number"));
             }
+        }
+        let w = &self.watchdog;
+        for (key, v) in [
+            ("watchdog.deadline_s", w.deadline_s),
+            ("watchdog.hard_timeout_s", w.hard_timeout_s),
+            ("watchdog.max_abs_action", w.max_abs_action),
+            ("watchdog.cooldown_s", w.cooldown_s),
+            ("watchdog.max_cooldown_s", w.max_cooldown_s),
+            ("watchdog.stable_after_s", w.stable_after_s),
+        ] {
+            positive(key, v)?;
+        }
+        if w.hard_timeout_s < w.deadline_s {
+            return Err(err("watchdog.hard_timeout_s", w.hard_timeout_s, "a timeout >= watchdog.deadline_s"));
+        }
+        if w.max_cooldown_s < w.cooldown_s {
+            return Err(err("watchdog.max_cooldown_s", w.max_cooldown_s, "a value >= watchdog.cooldown_s"));
+        }
+        if w.window_misses > w.window {
+            return Err(err("watchdog.window_misses", w.window_misses, "at most watchdog.window"));
+        }
+        if w.recovery_successes == 0 {
+            return Err(err("watchdog.recovery_successes", 0, "at least 1"));
         }
         let l = &self.limits;
         for (key, values, allow_zero) in [

@@ -10,3 +10,4 @@ pub mod inbox;
 pub mod limits;
 pub mod preprocess;
 pub mod throttle;
+pub mod watchdog;

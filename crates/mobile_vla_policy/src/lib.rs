@@ -34,6 +34,8 @@ pub enum PolicyError {
     Run(String),
     /// The action contains NaN or infinity.
     NonFinite(Vec<f32>),
+    /// The run was cancelled (through ONNX Runtime's run options) after the hard timeout.
+    Cancelled,
 }
 
 impl fmt::Display for PolicyError {
@@ -47,6 +49,7 @@ impl fmt::Display for PolicyError {
             PolicyError::Tokenize(e) => write!(f, "tokenizer failed: {e}"),
             PolicyError::Run(e) => write!(f, "inference failed: {e}"),
             PolicyError::NonFinite(v) => write!(f, "model output is not finite: {v:?}"),
+            PolicyError::Cancelled => write!(f, "run cancelled after the hard timeout"),
         }
     }
 }

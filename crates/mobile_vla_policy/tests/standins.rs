@@ -2,7 +2,6 @@
 //! onnxruntime wheel, found through ORT_DYLIB_PATH as env.sh sets it).
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use mobile_vla_core::config::{ModelConfig, Provider};
 use mobile_vla_policy::policy::init_runtime;
@@ -13,11 +12,8 @@ fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
 }
 
-fn env() -> &'static ort::environment::Environment {
-    static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
-    ENV.get_or_init(|| {
-        init_runtime(None).expect("libonnxruntime: source env.sh (it sets ORT_DYLIB_PATH) or run scripts/test.sh")
-    })
+fn env() -> ort::environment::Environment {
+    init_runtime(None).expect("libonnxruntime: source env.sh (it sets ORT_DYLIB_PATH) or run scripts/test.sh")
 }
 
 fn cpu() -> ModelConfig {
@@ -25,7 +21,7 @@ fn cpu() -> ModelConfig {
 }
 
 fn load(name: &str) -> Policy {
-    Policy::load(env(), &models().join(format!("{name}.json")), &cpu(), (4096, 4096)).unwrap()
+    Policy::load(&env(), &models().join(format!("{name}.json")), &cpu(), (4096, 4096)).unwrap()
 }
 
 fn run(p: &mut Policy, sample: &str) -> mobile_vla_policy::Action {
@@ -38,11 +34,11 @@ fn run(p: &mut Policy, sample: &str) -> mobile_vla_policy::Action {
 fn cpu_provider_is_what_runs_here_and_is_reported() {
     let mut cfg = ModelConfig::default(); // tensorrt, cuda, cpu
     cfg.providers = vec![Provider::Tensorrt, Provider::Cuda, Provider::Cpu];
-    let p = Policy::load(env(), &models().join("hybrid.json"), &cfg, (640, 480)).unwrap();
+    let p = Policy::load(&env(), &models().join("hybrid.json"), &cfg, (640, 480)).unwrap();
     assert_eq!(p.selection().provider, Provider::Cpu);
     assert_eq!(p.selection().skipped.len(), 2, "{}", p.selection().describe());
     cfg.require_provider = true;
-    let e = Policy::load(env(), &models().join("hybrid.json"), &cfg, (640, 480)).err().unwrap();
+    let e = Policy::load(&env(), &models().join("hybrid.json"), &cfg, (640, 480)).err().unwrap();
     assert!(matches!(e, PolicyError::ProviderUnavailable(_)), "{e}");
 }
 
@@ -108,7 +104,7 @@ fn mismatched(edit: impl Fn(&mut serde_json::Value), tag: &str) -> PolicyError {
     }
     let path = dir.join("hybrid.json");
     std::fs::write(&path, m.to_string()).unwrap();
-    Policy::load(env(), &path, &cpu(), (640, 480)).err().expect("mismatch accepted")
+    Policy::load(&env(), &path, &cpu(), (640, 480)).err().expect("mismatch accepted")
 }
 
 #[test]
@@ -135,6 +131,6 @@ fn a_corrupt_onnx_file_is_a_load_error() {
     std::fs::write(dir.join("hybrid.json"), m).unwrap();
     std::fs::copy(models().join("standin_tokenizer.json"), dir.join("standin_tokenizer.json")).unwrap();
     std::fs::write(dir.join("standin_hybrid.onnx"), b"this is not a protobuf").unwrap();
-    let e = Policy::load(env(), &dir.join("hybrid.json"), &cpu(), (640, 480)).err().unwrap();
+    let e = Policy::load(&env(), &dir.join("hybrid.json"), &cpu(), (640, 480)).err().unwrap();
     assert!(matches!(e, PolicyError::Load(_)), "{e}");
 }

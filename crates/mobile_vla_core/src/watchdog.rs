@@ -1,0 +1,587 @@
+//! Which policy may drive: the hybrid (primary) while it is healthy, the pure
+//! Kosmos-2 (fallback) while it is not, nothing when neither is.
+//!
+//! Owns each policy's health and the switching rules, frame by frame:
+//! - a policy fails on: load failure (or its required provider missing), an
+//!   inference error, invalid output (non-finite or out of range), deadline
+//!   misses (K consecutive, or M of the last N over the per-frame budget), or a
+//!   hang (the caller cancels a run that passed the hard timeout and reports
+//!   [`Outcome::Timeout`]); each trigger has its own reason string;
+//! - a failed policy waits out a cool-down, is then probed on live frames (its
+//!   results never drive), and is healthy again after N consecutive good
+//!   results; a policy that fails again after recovering doubles its cool-down
+//!   (up to a maximum), so it cannot flap;
+//! - only a result from the active policy, with outcome Ok and within its
+//!   deadline, may be used (a late result counts towards the miss triggers and
+//!   drives nothing).
+//!
+//! It never sees frames, models or ROS: the shell reports loads and outcomes
+//! and asks [`Watchdog::verdict`] whether a result may become a command.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Primary,
+    Fallback,
+}
+
+impl Role {
+    pub fn other(self) -> Role {
+        match self {
+            Role::Primary => Role::Fallback,
+            Role::Fallback => Role::Primary,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchdogConfig {
+    /// Per-frame inference budget.
+    pub deadline: Duration,
+    /// This many consecutive misses fail the policy (0: off).
+    pub consecutive_misses: u32,
+    /// `window_misses` misses among the last `window` results fail it (0: off).
+    pub window_misses: u32,
+    pub window: u32,
+    /// Largest |velocity| a policy may propose before its output counts as invalid.
+    pub max_abs_action: f64,
+    pub cooldown: Duration,
+    pub max_cooldown: Duration,
+    /// Consecutive good probe results needed to trust a policy again.
+    pub recovery_successes: u32,
+    /// After this long healthy, a policy's cool-down is back to `cooldown`.
+    pub stable_after: Duration,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_millis(100),
+            consecutive_misses: 3,
+            window_misses: 5,
+            window: 20,
+            max_abs_action: 5.0,
+            cooldown: Duration::from_secs(2),
+            max_cooldown: Duration::from_secs(60),
+            recovery_successes: 5,
+            stable_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How one run of a policy ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// `action` is the largest |component| of the proposed velocity.
+    Ok { latency: Duration, max_abs: f64 },
+    Error(String),
+    NonFinite,
+    Timeout,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Loading,
+    /// Loading failed; it is not retried (the model or provider will not appear by itself).
+    Unavailable(String),
+    Healthy { since: Instant },
+    Failed { retry_at: Instant },
+    Probing { good: u32 },
+}
+
+#[derive(Debug, Clone)]
+struct Health {
+    state: State,
+    cooldown: Duration,
+    /// Set once a policy recovered: a failure after that doubles the cool-down.
+    recovered: bool,
+    misses_in_a_row: u32,
+    recent: VecDeque<bool>,
+    runs: u64,
+    failures: u64,
+    last_error: String,
+}
+
+/// A change of the policy in control.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Switch {
+    pub from: Option<Role>,
+    pub to: Option<Role>,
+    pub reason: String,
+}
+
+impl fmt::Display for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = |r: Option<Role>| match r {
+            Some(Role::Primary) => "hybrid",
+            Some(Role::Fallback) => "pure",
+            None => "none",
+        };
+        write!(f, "{} -> {}: {}", name(self.from), name(self.to), self.reason)
+    }
+}
+
+/// What to do with one result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The result may become a command.
+    pub drive: bool,
+    /// Control moved because of it.
+    pub switch: Option<Switch>,
+}
+
+/// A snapshot for diagnostics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthReport {
+    pub state: &'static str,
+    pub healthy: bool,
+    pub runs: u64,
+    pub failures: u64,
+    pub cooldown: Duration,
+    pub last_error: String,
+}
+
+pub struct Watchdog {
+    cfg: WatchdogConfig,
+    primary: Health,
+    fallback: Health,
+    active: Option<Role>,
+    last_switch: Option<Switch>,
+}
+
+impl Watchdog {
+    pub fn new(cfg: WatchdogConfig) -> Self {
+        let h = Health {
+            state: State::Loading,
+            cooldown: cfg.cooldown,
+            recovered: false,
+            misses_in_a_row: 0,
+            recent: VecDeque::new(),
+            runs: 0,
+            failures: 0,
+            last_error: String::new(),
+        };
+        Self { primary: h.clone(), fallback: h, cfg, active: None, last_switch: None }
+    }
+
+    fn health(&mut self, r: Role) -> &mut Health {
+        match r {
+            Role::Primary => &mut self.primary,
+            Role::Fallback => &mut self.fallback,
+        }
+    }
+
+    fn health_ref(&self, r: Role) -> &Health {
+        match r {
+            Role::Primary => &self.primary,
+            Role::Fallback => &self.fallback,
+        }
+    }
+
+    /// The policy whose results may drive now.
+    pub fn active(&self) -> Option<Role> {
+        self.active
+    }
+
+    pub fn last_switch(&self) -> Option<&Switch> {
+        self.last_switch.as_ref()
+    }
+
+    pub fn is_healthy(&self, r: Role) -> bool {
+        matches!(self.health_ref(r).state, State::Healthy { .. })
+    }
+
+    /// Whether `r` should be given live frames now: when it is active, being
+    /// probed, or its cool-down is over (the first probe frame starts probing).
+    pub fn wants_frames(&self, r: Role, now: Instant) -> bool {
+        match self.health_ref(r).state {
+            State::Healthy { .. } => self.active == Some(r),
+            State::Probing { .. } => true,
+            State::Failed { retry_at } => now >= retry_at,
+            State::Loading | State::Unavailable(_) => false,
+        }
+    }
+
+    pub fn report(&self, r: Role) -> HealthReport {
+        let h = self.health_ref(r);
+        HealthReport {
+            state: match h.state {
+                State::Loading => "loading",
+                State::Unavailable(_) => "unavailable",
+                State::Healthy { .. } => "healthy",
+                State::Failed { .. } => "cooling down",
+                State::Probing { .. } => "probing",
+            },
+            healthy: matches!(h.state, State::Healthy { .. }),
+            runs: h.runs,
+            failures: h.failures,
+            cooldown: h.cooldown,
+            last_error: h.last_error.clone(),
+        }
+    }
+
+    /// Why nothing may drive, when nothing may.
+    pub fn reason(&self) -> Option<String> {
+        if self.active.is_some() {
+            return None;
+        }
+        let why = |r: Role| {
+            let h = self.health_ref(r);
+            match &h.state {
+                State::Loading => "loading".to_string(),
+                State::Unavailable(e) => format!("unavailable: {e}"),
+                _ => format!("unhealthy: {}", h.last_error),
+            }
+        };
+        Some(format!("no healthy policy (hybrid {}; pure {})", why(Role::Primary), why(Role::Fallback)))
+    }
+
+    pub fn loaded(&mut self, r: Role, result: Result<(), String>, now: Instant) -> Option<Switch> {
+        let h = self.health(r);
+        h.state = match result {
+            Ok(()) => State::Healthy { since: now },
+            Err(e) => {
+                h.last_error = e.clone();
+                h.failures += 1;
+                State::Unavailable(e)
+            }
+        };
+        let reason = match self.health_ref(r).state {
+            State::Unavailable(ref e) => format!("{} failed to load: {e}", name(r)),
+            _ => format!("{} loaded", name(r)),
+        };
+        self.reselect(reason, now)
+    }
+
+    /// A run of `r` ended with `outcome` at `now`.
+    pub fn verdict(&mut self, r: Role, outcome: Outcome, now: Instant) -> Verdict {
+        let cfg = self.cfg.clone();
+        let was_active = self.active == Some(r);
+        let h = self.health(r);
+        h.runs += 1;
+        let mut late = false;
+        let failure = match &outcome {
+            Outcome::Ok { latency, max_abs } => {
+                let miss = *latency > cfg.deadline;
+                late = miss;
+                h.misses_in_a_row = if miss { h.misses_in_a_row + 1 } else { 0 };
+                h.recent.push_back(miss);
+                while h.recent.len() > cfg.window.max(1) as usize {
+                    h.recent.pop_front();
+                }
+                let window_count = h.recent.iter().filter(|m| **m).count() as u32;
+                if !max_abs.is_finite() || *max_abs > cfg.max_abs_action {
+                    Some(format!("action out of range (|v| = {max_abs:.3} > {})", cfg.max_abs_action))
+                } else if cfg.consecutive_misses > 0 && h.misses_in_a_row >= cfg.consecutive_misses {
+                    Some(format!(
+                        "{} consecutive deadline misses (> {:.0} ms)",
+                        h.misses_in_a_row,
+                        cfg.deadline.as_secs_f64() * 1e3
+                    ))
+                } else if cfg.window_misses > 0 && window_count >= cfg.window_misses {
+                    Some(format!(
+                        "{window_count} of the last {} runs missed the {:.0} ms deadline",
+                        h.recent.len(),
+                        cfg.deadline.as_secs_f64() * 1e3
+                    ))
+                } else {
+                    None
+                }
+            }
+            Outcome::Error(e) => Some(format!("inference error: {e}")),
+            Outcome::NonFinite => Some("non-finite output (NaN or infinity)".to_string()),
+            Outcome::Timeout => Some("hang: no result within the hard timeout (run cancelled)".to_string()),
+        };
+
+        match failure {
+            Some(reason) => {
+                h.failures += 1;
+                h.last_error = reason.clone();
+                h.misses_in_a_row = 0;
+                h.recent.clear();
+                if let State::Healthy { since } = h.state {
+                    if now.duration_since(since) >= cfg.stable_after {
+                        h.cooldown = cfg.cooldown;
+                    } else if h.recovered {
+                        h.cooldown = (h.cooldown * 2).min(cfg.max_cooldown);
+                    }
+                }
+                if !matches!(h.state, State::Loading | State::Unavailable(_)) {
+                    h.state = State::Failed { retry_at: now + h.cooldown };
+                }
+                let switch = self.reselect(format!("{}: {reason}", name(r)), now);
+                Verdict { drive: false, switch }
+            }
+            None => {
+                match h.state {
+                    State::Failed { .. } => h.state = State::Probing { good: 1 },
+                    State::Probing { good } => h.state = State::Probing { good: good + 1 },
+                    _ => {}
+                }
+                if let State::Probing { good } = h.state {
+                    if good >= cfg.recovery_successes {
+                        h.state = State::Healthy { since: now };
+                        h.recovered = true;
+                        let switch = self.reselect(
+                            format!("{} recovered after {good} good runs", name(r)),
+                            now,
+                        );
+                        // This result came from a probe; control moves from the next one.
+                        return Verdict { drive: false, switch };
+                    }
+                    return Verdict { drive: false, switch: None };
+                }
+                let healthy = matches!(self.health_ref(r).state, State::Healthy { .. });
+                Verdict { drive: was_active && healthy && !late, switch: None }
+            }
+        }
+    }
+
+    /// The primary when healthy, else the fallback when healthy, else none.
+    fn reselect(&mut self, reason: String, _now: Instant) -> Option<Switch> {
+        let next = [Role::Primary, Role::Fallback].into_iter().find(|r| self.is_healthy(*r));
+        if next == self.active {
+            return None;
+        }
+        let s = Switch { from: self.active, to: next, reason };
+        self.active = next;
+        self.last_switch = Some(s.clone());
+        Some(s)
+    }
+}
+
+fn name(r: Role) -> &'static str {
+    match r {
+        Role::Primary => "hybrid",
+        Role::Fallback => "pure",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn ok(ms: u64) -> Outcome {
+        Outcome::Ok { latency: Duration::from_millis(ms), max_abs: 0.3 }
+    }
+
+    fn cfg() -> WatchdogConfig {
+        WatchdogConfig {
+            deadline: 100 * MS,
+            consecutive_misses: 3,
+            window_misses: 4,
+            window: 10,
+            max_abs_action: 2.0,
+            cooldown: 1000 * MS,
+            max_cooldown: 8000 * MS,
+            recovery_successes: 3,
+            stable_after: 60_000 * MS,
+        }
+    }
+
+    fn both_loaded(t0: Instant) -> Watchdog {
+        let mut w = Watchdog::new(cfg());
+        w.loaded(Role::Fallback, Ok(()), t0);
+        w.loaded(Role::Primary, Ok(()), t0);
+        assert_eq!(w.active(), Some(Role::Primary));
+        w
+    }
+
+    /// One scenario: a failure trigger on the primary moves control to the fallback.
+    fn fails_over(trigger: impl Fn(&mut Watchdog, Instant) -> Option<Switch>, reason_has: &str) {
+        let t0 = Instant::now();
+        let mut w = both_loaded(t0);
+        let s = trigger(&mut w, t0 + MS).expect("a switch");
+        assert_eq!((s.from, s.to), (Some(Role::Primary), Some(Role::Fallback)));
+        assert!(s.reason.contains(reason_has), "{}", s.reason);
+        assert_eq!(w.active(), Some(Role::Fallback));
+        assert_eq!(w.last_switch(), Some(&s));
+    }
+
+    #[test]
+    fn scenario_table_every_trigger_fails_over_with_its_own_reason() {
+        fails_over(|w, t| w.verdict(Role::Primary, Outcome::Error("boom".into()), t).switch, "inference error: boom");
+        fails_over(|w, t| w.verdict(Role::Primary, Outcome::NonFinite, t).switch, "non-finite");
+        fails_over(|w, t| w.verdict(Role::Primary, Outcome::Timeout, t).switch, "hang");
+        fails_over(
+            |w, t| w.verdict(Role::Primary, Outcome::Ok { latency: MS, max_abs: 9.0 }, t).switch,
+            "out of range",
+        );
+        fails_over(
+            |w, t| {
+                w.verdict(Role::Primary, ok(150), t);
+                w.verdict(Role::Primary, ok(150), t);
+                w.verdict(Role::Primary, ok(150), t).switch
+            },
+            "3 consecutive deadline misses",
+        );
+        fails_over(
+            |w, t| {
+                let mut s = None;
+                for ms in [150, 10, 150, 10, 150, 10, 150] {
+                    s = s.or(w.verdict(Role::Primary, ok(ms), t).switch);
+                }
+                s
+            },
+            "4 of the last 7 runs missed",
+        );
+        // Load failure of the primary (missing file, corrupt file, required provider absent).
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(cfg());
+        w.loaded(Role::Fallback, Ok(()), t0);
+        assert_eq!(w.active(), Some(Role::Fallback));
+        assert!(w.loaded(Role::Primary, Err("required execution provider unavailable".into()), t0).is_none());
+        assert_eq!(w.active(), Some(Role::Fallback));
+        assert!(w.report(Role::Primary).state == "unavailable");
+        assert!(!w.wants_frames(Role::Primary, t0 + Duration::from_secs(3600)), "a load failure is not probed");
+    }
+
+    #[test]
+    fn a_failing_result_never_drives_and_a_healthy_active_one_does() {
+        let t0 = Instant::now();
+        let mut w = both_loaded(t0);
+        assert!(w.verdict(Role::Primary, ok(10), t0).drive);
+        assert!(!w.verdict(Role::Fallback, ok(10), t0).drive, "not active");
+        assert!(!w.verdict(Role::Primary, Outcome::NonFinite, t0).drive);
+        assert!(w.verdict(Role::Fallback, ok(10), t0).drive);
+        let late = w.verdict(Role::Fallback, ok(150), t0);
+        assert!(!late.drive && late.switch.is_none(), "late: counted, not used");
+    }
+
+    #[test]
+    fn recovery_needs_the_cooldown_then_n_good_probes_and_probes_never_drive() {
+        let t0 = Instant::now();
+        let mut w = both_loaded(t0);
+        w.verdict(Role::Primary, Outcome::Error("x".into()), t0);
+        assert!(!w.wants_frames(Role::Primary, t0 + 500 * MS), "cooling down");
+        let t1 = t0 + 1001 * MS;
+        assert!(w.wants_frames(Role::Primary, t1));
+        let v1 = w.verdict(Role::Primary, ok(10), t1);
+        let v2 = w.verdict(Role::Primary, ok(10), t1);
+        assert!(!v1.drive && !v2.drive && w.active() == Some(Role::Fallback));
+        assert_eq!(w.report(Role::Primary).state, "probing");
+        let v3 = w.verdict(Role::Primary, ok(10), t1);
+        assert!(!v3.drive, "the recovering probe itself does not drive");
+        let s = v3.switch.unwrap();
+        assert_eq!((s.from, s.to), (Some(Role::Fallback), Some(Role::Primary)));
+        assert!(s.reason.contains("recovered"));
+        assert!(w.verdict(Role::Primary, ok(10), t1).drive);
+    }
+
+    #[test]
+    fn a_bad_probe_restarts_the_cooldown() {
+        let t0 = Instant::now();
+        let mut w = both_loaded(t0);
+        w.verdict(Role::Primary, Outcome::Error("x".into()), t0);
+        let t1 = t0 + 1001 * MS;
+        w.verdict(Role::Primary, ok(10), t1);
+        w.verdict(Role::Primary, Outcome::NonFinite, t1);
+        assert_eq!(w.report(Role::Primary).state, "cooling down");
+        assert!(!w.wants_frames(Role::Primary, t1 + 500 * MS));
+    }
+
+    #[test]
+    fn flapping_doubles_the_cooldown_up_to_the_maximum() {
+        let t0 = Instant::now();
+        let mut w = both_loaded(t0);
+        let mut now = t0;
+        let mut cooldowns = vec![];
+        for _ in 0..6 {
+            w.verdict(Role::Primary, Outcome::Error("x".into()), now);
+            cooldowns.push(w.report(Role::Primary).cooldown.as_millis());
+            now += w.report(Role::Primary).cooldown + MS;
+            for _ in 0..3 {
+                w.verdict(Role::Primary, ok(10), now);
+            }
+            assert_eq!(w.active(), Some(Role::Primary));
+        }
+        assert_eq!(cooldowns, vec![1000, 2000, 4000, 8000, 8000, 8000]);
+        // Healthy for long enough: back to the base cool-down.
+        now += 60_001 * MS;
+        w.verdict(Role::Primary, Outcome::Error("x".into()), now);
+        assert_eq!(w.report(Role::Primary).cooldown.as_millis(), 1000);
+    }
+
+    #[test]
+    fn double_failure_is_a_safe_stop_with_a_reason_and_recovery_still_works() {
+        let t0 = Instant::now();
+        let mut w = both_loaded(t0);
+        w.verdict(Role::Primary, Outcome::Timeout, t0);
+        let s = w.verdict(Role::Fallback, Outcome::NonFinite, t0).switch.unwrap();
+        assert_eq!(s.to, None);
+        assert_eq!(w.active(), None);
+        let why = w.reason().unwrap();
+        assert!(why.contains("hang") && why.contains("non-finite"), "{why}");
+        let t1 = t0 + 1001 * MS;
+        assert!(w.wants_frames(Role::Fallback, t1) && w.wants_frames(Role::Primary, t1));
+        for _ in 0..3 {
+            w.verdict(Role::Fallback, ok(10), t1);
+        }
+        assert_eq!(w.active(), Some(Role::Fallback));
+        for _ in 0..3 {
+            w.verdict(Role::Primary, ok(10), t1);
+        }
+        assert_eq!(w.active(), Some(Role::Primary));
+    }
+
+    #[test]
+    fn neither_loaded_means_nothing_drives() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(cfg());
+        assert_eq!(w.active(), None);
+        assert!(w.reason().unwrap().contains("loading"));
+        w.loaded(Role::Primary, Err("missing".into()), t0);
+        w.loaded(Role::Fallback, Err("corrupt".into()), t0);
+        assert!(!w.verdict(Role::Primary, ok(1), t0).drive);
+        assert!(w.reason().unwrap().contains("missing") && w.reason().unwrap().contains("corrupt"));
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            (0u64..300, 0.0f64..3.0).prop_map(|(ms, a)| Outcome::Ok { latency: Duration::from_millis(ms), max_abs: a }),
+            Just(Outcome::NonFinite),
+            Just(Outcome::Timeout),
+            Just(Outcome::Error("e".into())),
+        ]
+    }
+
+    proptest! {
+        /// No result that drives comes from a policy that is not healthy and
+        /// active, and no failing result ever drives.
+        #[test]
+        fn only_healthy_active_ok_results_ever_drive(
+            steps in prop::collection::vec((any::<bool>(), outcome(), 0u64..800), 1..200)
+        ) {
+            let t0 = Instant::now();
+            let mut w = both_loaded(t0);
+            let mut now = t0;
+            for (primary, o, dt) in steps {
+                now += Duration::from_millis(dt);
+                let r = if primary { Role::Primary } else { Role::Fallback };
+                let active_before = w.active();
+                let healthy_before = w.is_healthy(r);
+                let failing = match &o {
+                    Outcome::Ok { max_abs, latency } => *max_abs > 2.0 || *latency > 100 * MS,
+                    _ => true,
+                };
+                let v = w.verdict(r, o, now);
+                if v.drive {
+                    prop_assert!(!failing);
+                    prop_assert_eq!(active_before, Some(r));
+                    prop_assert!(healthy_before && w.is_healthy(r));
+                    prop_assert_eq!(w.active(), Some(r));
+                }
+                if let Some(a) = w.active() {
+                    prop_assert!(w.is_healthy(a));
+                    if a == Role::Fallback { prop_assert!(!w.is_healthy(Role::Primary)); }
+                }
+            }
+        }
+    }
+}

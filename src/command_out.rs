@@ -1,0 +1,67 @@
+//! Velocity commands in and out of ROS messages.
+//!
+//! Owns the `cmd_vel` publisher (`Twist` or `TwistStamped`) and the
+//! conversions between ROS twists, policy actions and the mux's velocities.
+//! It publishes what it is given; deciding what that is happens elsewhere.
+
+use mobile_vla_core::command_mux::Velocity;
+use mobile_vla_core::config::OutputConfig;
+use mobile_vla_policy::Action;
+use r2r::{geometry_msgs::msg as geo, std_msgs::msg as std_msg, QosProfile};
+
+pub struct CommandPublisher {
+    out: Out,
+    frame_id: String,
+    clock: r2r::Clock,
+}
+
+enum Out {
+    Twist(r2r::Publisher<geo::Twist>),
+    Stamped(r2r::Publisher<geo::TwistStamped>),
+}
+
+impl CommandPublisher {
+    pub fn new(node: &mut r2r::Node, cfg: &OutputConfig) -> anyhow::Result<Self> {
+        // Commands are reliable: a dropped stop command is not acceptable.
+        let qos = QosProfile::default().reliable().keep_last(10);
+        let out = if cfg.stamped {
+            Out::Stamped(node.create_publisher(&cfg.topic, qos)?)
+        } else {
+            Out::Twist(node.create_publisher(&cfg.topic, qos)?)
+        };
+        Ok(Self { out, frame_id: cfg.frame_id.clone(), clock: r2r::Clock::create(r2r::ClockType::SystemTime)? })
+    }
+
+    pub fn publish(&mut self, v: Velocity) -> anyhow::Result<()> {
+        let twist = twist(v);
+        match &self.out {
+            Out::Twist(p) => p.publish(&twist)?,
+            Out::Stamped(p) => {
+                let now = self.clock.get_now()?;
+                let header = std_msg::Header { stamp: r2r::Clock::to_builtin_time(&now), frame_id: self.frame_id.clone() };
+                p.publish(&geo::TwistStamped { header, twist })?
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn twist(v: Velocity) -> geo::Twist {
+    geo::Twist { linear: geo::Vector3 { x: v.x, y: v.y, z: 0.0 }, angular: geo::Vector3 { x: 0.0, y: 0.0, z: v.wz } }
+}
+
+pub fn velocity(a: &Action) -> Velocity {
+    Velocity { x: a.linear_x as f64, y: a.linear_y as f64, wz: a.angular_z as f64 }
+}
+
+/// linear.z, angular.x and angular.y mean nothing to a planar base; they are
+/// dropped, but must not smuggle NaN past the finiteness check either.
+pub fn from_twist(t: &geo::Twist) -> Velocity {
+    let ignored_finite = t.linear.z.is_finite() && t.angular.x.is_finite() && t.angular.y.is_finite();
+    let v = Velocity { x: t.linear.x, y: t.linear.y, wz: t.angular.z };
+    if ignored_finite {
+        v
+    } else {
+        Velocity { x: f64::NAN, ..v }
+    }
+}
