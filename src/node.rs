@@ -119,6 +119,9 @@ struct Shell {
     /// Why the active policy's latest frame did not drive, when it did not.
     hold_reason: Option<String>,
     frame_seq: u64,
+    /// The newest frame, handed to a policy that takes over so it need not
+    /// wait for the next one.
+    newest: Option<Arc<Frame>>,
     command_seq: u64,
     dropped_pending: u64,
     /// (state, reason, active policy, source, lock) last published.
@@ -183,6 +186,7 @@ impl Shell {
         self.frame_seq += 1;
         let now = Instant::now();
         let frame = Arc::new(frame);
+        self.newest = Some(frame.clone());
         for role in ROLES {
             if let Some(w) = &self.workers[idx(role)] {
                 if self.watchdog.wants_frames(role, now) {
@@ -286,8 +290,14 @@ impl Shell {
                 Some(Role::Fallback) => warn!("policy switch: {s}"),
                 None => error!("policy switch: {s}; the robot is held still"),
             }
-            // The new policy must produce its own command before anything drives.
+            // The new policy must produce its own command before anything drives;
+            // it starts on the newest frame (its own staleness check still applies).
             self.mux.clear(POLICY);
+            if let (Some(to), Some(frame)) = (s.to, &self.newest) {
+                if let Some(w) = &self.workers[idx(to)] {
+                    w.inbox.put_frame(SeqFrame { seq: self.frame_seq, frame: frame.clone() });
+                }
+            }
             if s.to.is_none() || s.to == Some(Role::Fallback) {
                 // A lazily loaded fallback starts loading the first time it is needed.
                 self.spawn_worker(Role::Fallback);
@@ -622,6 +632,7 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
         instruction: None,
         hold_reason: None,
         frame_seq: 0,
+        newest: None,
         command_seq: 0,
         dropped_pending: 0,
         last_status: None,
