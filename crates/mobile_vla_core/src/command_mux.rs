@@ -99,10 +99,6 @@ impl CommandMux {
         self.sources.iter().position(|s| s.spec.name == name)
     }
 
-    pub fn lock_index(&self, name: &str) -> Option<usize> {
-        self.locks.iter().position(|l| l.spec.name == name)
-    }
-
     /// A new command from source `i`.
     pub fn command(&mut self, i: usize, v: Velocity, now: Instant) -> Result<(), Refused> {
         if !v.is_finite() {

@@ -241,10 +241,6 @@ impl Preprocessor {
         }
     }
 
-    pub fn spec(&self) -> &ImageSpec {
-        &self.spec
-    }
-
     /// The tensor from the last successful `raw` or `compressed` call.
     pub fn tensor(&self) -> Tensor<'_> {
         match self.spec.dtype {

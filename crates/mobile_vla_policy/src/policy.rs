@@ -150,14 +150,6 @@ impl Policy {
         self.pre.compressed(format, data).map(|_| ())
     }
 
-    /// The last preprocessed image tensor as f32 (for tests and diagnostics).
-    pub fn image_tensor_f32(&self) -> Vec<f32> {
-        match self.pre.tensor() {
-            Tensor::F32(v) => v.to_vec(),
-            Tensor::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-        }
-    }
-
     /// Runs the graph on the last preprocessed frame. On success the recurrent
     /// state advances; on any error it is left as it was.
     pub fn infer(&mut self, run_options: &RunOptions) -> Result<(Action, Duration, Duration), PolicyError> {
