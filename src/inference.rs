@@ -284,13 +284,18 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
     }
 }
 
+/// Seconds from `stamp` (system clock, as cameras stamp frames) to now.
+pub fn seconds_since(stamp: &Time) -> f64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    now - (stamp.sec as f64 + stamp.nanosec as f64 * 1e-9)
+}
+
 /// Seconds from the frame's stamp to now; refuses unstamped, stale and future frames.
 fn frame_age_s(stamp: &Time, max_age_s: f64) -> Result<f64, Skip> {
     if stamp.sec == 0 && stamp.nanosec == 0 {
         return Err(Skip::Unstamped);
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-    let age = now - (stamp.sec as f64 + stamp.nanosec as f64 * 1e-9);
+    let age = seconds_since(stamp);
     if age > max_age_s || age < -max_age_s {
         return Err(Skip::Stale { age_s: age });
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::stream::{select_all, BoxStream};
@@ -66,14 +66,6 @@ impl Spinner {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("rcl spin thread panicked")
     }
-}
-
-fn now_s() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
-}
-
-fn stamp_s(t: &r2r::builtin_interfaces::msg::Time) -> f64 {
-    t.sec as f64 + t.nanosec as f64 * 1e-9
 }
 
 fn ms(d: Duration) -> f64 {
@@ -450,7 +442,7 @@ impl Shell {
         let mut command_seq = 0;
         let mut stamp_to_publish_ms = 0.0;
         if drive {
-            let age = now_s() - stamp_s(&r.stamp);
+            let age = inference::seconds_since(&r.stamp);
             if age > self.max_frame_age_s {
                 // The run took so long that its frame went stale meanwhile.
                 self.mux.clear(POLICY);
@@ -461,7 +453,7 @@ impl Shell {
                 // A fresh action goes out at once rather than waiting for the next tick.
                 if self.publish_command() {
                     command_seq = self.command_seq;
-                    stamp_to_publish_ms = (now_s() - stamp_s(&r.stamp)) * 1e3;
+                    stamp_to_publish_ms = inference::seconds_since(&r.stamp) * 1e3;
                 }
             }
         } else if self.watchdog.active() == Some(r.role) || self.watchdog.active().is_none() {
