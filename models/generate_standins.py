@@ -20,6 +20,12 @@ Run from anywhere; writes next to this file:
         faulty_corrupt  an .onnx file that is not a model
         faulty_missing  names an .onnx file that does not exist
 
+With --heavy DIR it writes only the benchmarks' heavier stand-in, into DIR
+(344 MB, so never into models/): heavy_hybrid.onnx + heavy.json, the hybrid
+contract and behaviour plus a ViT-B/16 image encoder (12 blocks, width 768,
+86 M random parameters) whose output is added times zero, so the model costs
+what a real ViT-B/16 costs and still acts exactly like the small hybrid.
+
 What the stand-ins compute (documented so tests can check behaviour):
   go        = 0 if the instruction contains the word "stop", else 1
   light     = mean(normalised image, left half) - mean(right half)
@@ -179,9 +185,48 @@ def save(g: G, inputs, outputs, path: str, doc: str) -> None:
 STATE = 16
 
 
-def hybrid_model(path: str, fault: str | None = None, matmuls: int = 0) -> None:
+def vit_b16(g: G, pixels: str, seed: int = 16) -> str:
+    """A ViT-B/16 forward pass (patch 16, width 768, 12 blocks of 12 heads, MLP 3072)
+    with random weights; returns the mean of the final class token, shape [1]."""
+    rng = np.random.default_rng(seed)
+    d, heads, tokens = 768, 12, 197
+
+    def w(*shape):
+        return g.c(rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02))
+
+    def zeros(n):
+        return g.c(np.zeros(n, np.float32))
+
+    def linear(x, n_in, n_out):
+        return g.op("Add", g.op("MatMul", x, w(n_in, n_out)), zeros(n_out))
+
+    def norm(x):
+        return g.op("LayerNormalization", x, g.c(np.ones(d, np.float32)), zeros(d), axis=-1, epsilon=1e-6)
+
+    x = g.op("Conv", pixels, w(d, 3, 16, 16), zeros(d), kernel_shape=[16, 16], strides=[16, 16])
+    x = g.op("Transpose", g.op("Reshape", x, g.c([1, d, 196], np.int64)), perm=[0, 2, 1])
+    x = g.op("Add", g.op("Concat", w(1, 1, d), x, axis=1), w(1, tokens, d))
+    for _ in range(12):
+        qkv = g.op("Reshape", linear(norm(x), d, 3 * d), g.c([1, tokens, 3, heads, d // heads], np.int64))
+        qkv = g.op("Transpose", qkv, perm=[2, 0, 3, 1, 4])
+        q, k, v = (g.op("Gather", qkv, g.c(i, np.int64), axis=0) for i in range(3))
+        att = g.op("Softmax", g.op("Mul", g.op("MatMul", q, g.op("Transpose", k, perm=[0, 1, 3, 2])),
+                                   g.c([0.125])), axis=-1)
+        o = g.op("Reshape", g.op("Transpose", g.op("MatMul", att, v), perm=[0, 2, 1, 3]), g.c([1, tokens, d], np.int64))
+        x = g.op("Add", x, linear(o, d, d))
+        h = linear(norm(x), d, 4 * d)
+        h = g.op("Mul", g.op("Mul", h, g.c([0.5])), g.op("Add", g.c([1.0]), g.op("Erf", g.op("Mul", h, g.c([0.70710678])))))
+        x = g.op("Add", x, linear(h, 4 * d, d))
+    cls = g.op("Gather", norm(x), g.c(0, np.int64), axis=1)
+    return g.op("ReduceMean", cls, axes=[1], keepdims=0)
+
+
+def hybrid_model(path: str, fault: str | None = None, matmuls: int = 0, vit: bool = False) -> None:
     g = G()
     bright, light, go, lr, gate = common_features(g, "pixel_values", 224)
+    if vit:
+        # Adds exactly zero, but the encoder stays in the graph and runs every frame.
+        bright = g.op("Add", bright, g.op("Mul", g.c([0.0]), vit_b16(g, "pixel_values")))
     if matmuls:
         # Work that depends on the input (so it cannot be folded away at load):
         # the image as [294, 512] through a chain of [512, 512] products.
@@ -272,7 +317,20 @@ def write_json(path: str, obj: dict) -> None:
         f.write("\n")
 
 
+def heavy(out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, "standin_tokenizer.json"), tokenizer_json())
+    hybrid_model(os.path.join(out_dir, "heavy_hybrid.onnx"), vit=True)
+    write_json(os.path.join(out_dir, "heavy.json"), manifest(
+        "hybrid", "heavy_hybrid.onnx", "f32", True, "last",
+        "HEAVY STAND-IN for benchmarks: the hybrid stand-in plus a ViT-B/16 image encoder (86 M random "
+        "parameters) that costs real model time. Not a trained model."))
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--heavy":
+        heavy(sys.argv[2])
+        return 0
     write_json(os.path.join(HERE, "standin_tokenizer.json"), tokenizer_json())
     hybrid_model(os.path.join(HERE, "standin_hybrid.onnx"))
     pure_model(os.path.join(HERE, "standin_pure.onnx"))
