@@ -177,7 +177,9 @@ class Harness:
         threading.Thread(target=self.executor.spin, daemon=True).start()
 
     def on_stats(self, m: InferenceStats) -> None:
-        if m.outcome == InferenceStats.OUTCOME_OK and m.command_seq:
+        # Only the primary policy's commands: the fallback drives while the
+        # hybrid is still loading, and that is not what is being measured.
+        if m.outcome == InferenceStats.OUTCOME_OK and m.command_seq and m.policy == "hybrid":
             self.add(Result(m.header.frame_id, m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,
                             m.inference_ms, m.stamp_to_publish_ms, time.time(), m.frame_age_ms, m.preprocess_ms,
                             m.frames_dropped))

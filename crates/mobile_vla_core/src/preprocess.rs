@@ -276,10 +276,10 @@ impl Preprocessor {
         }
         let src = Source { data: f.data, step: f.step as usize };
         match enc {
-            Encoding::Rgb8 => self.fill(f.width, f.height, |x, y| src.interleaved::<3>(x, y, [0, 1, 2])),
-            Encoding::Bgr8 => self.fill(f.width, f.height, |x, y| src.interleaved::<3>(x, y, [2, 1, 0])),
-            Encoding::Rgba8 => self.fill(f.width, f.height, |x, y| src.interleaved::<4>(x, y, [0, 1, 2])),
-            Encoding::Bgra8 => self.fill(f.width, f.height, |x, y| src.interleaved::<4>(x, y, [2, 1, 0])),
+            Encoding::Rgb8 => self.fill_packed::<3>(f.width, f.height, f.data, src.step, [0, 1, 2]),
+            Encoding::Bgr8 => self.fill_packed::<3>(f.width, f.height, f.data, src.step, [2, 1, 0]),
+            Encoding::Rgba8 => self.fill_packed::<4>(f.width, f.height, f.data, src.step, [0, 1, 2]),
+            Encoding::Bgra8 => self.fill_packed::<4>(f.width, f.height, f.data, src.step, [2, 1, 0]),
             Encoding::Mono8 => self.fill(f.width, f.height, |x, y| {
                 let v = src.data[y * src.step + x] as f32;
                 [v, v, v]
@@ -311,8 +311,7 @@ impl Preprocessor {
             return Err(FrameError::UnsupportedFormat(format.to_string()));
         };
         let decoded = std::mem::take(&mut self.decoded);
-        let src = Source { data: &decoded, step: w as usize * 3 };
-        self.fill(w, h, |x, y| src.interleaved::<3>(x, y, [0, 1, 2]));
+        self.fill_packed::<3>(w, h, &decoded, w as usize * 3, [0, 1, 2]);
         self.decoded = decoded;
         Ok(self.tensor())
     }
@@ -357,41 +356,108 @@ impl Preprocessor {
 
     /// Samples the source (given as a per-pixel RGB function) into the output tensor.
     fn fill(&mut self, src_w: u32, src_h: u32, px: impl Fn(usize, usize) -> [f32; 3]) {
-        let (ow, oh) = (self.spec.width, self.spec.height);
-        let (x0, cw, y0, ch) = crop(src_w, src_h, ow, oh, self.spec.resize);
-        self.xs.update(x0, cw, ow);
-        self.ys.update(y0, ch, oh);
+        let (ow, oh) = (self.spec.width as usize, self.spec.height as usize);
+        let (order, mul, add) = self.prepare(src_w, src_h);
+        let xs = &self.xs;
+        let mut writer = Writer::new(&mut self.f32_out, self.spec.layout, ow * oh);
+        for oy in 0..oh {
+            let (ya, yb, wy) = (self.ys.i0[oy] as usize, self.ys.i1[oy] as usize, self.ys.w1[oy]);
+            for ox in 0..ow {
+                let (xa, xb, wx) = (xs.i0[ox] as usize, xs.i1[ox] as usize, xs.w1[ox]);
+                let (p00, p01, p10, p11) = (px(xa, ya), px(xb, ya), px(xa, yb), px(xb, yb));
+                let v: [f32; 3] = std::array::from_fn(|c| {
+                    let s = order[c];
+                    let top = p00[s] + (p01[s] - p00[s]) * wx;
+                    let bot = p10[s] + (p11[s] - p10[s]) * wx;
+                    (top + (bot - top) * wy) * mul[c] + add[c]
+                });
+                writer.put(oy * ow + ox, v);
+            }
+        }
+        self.finish();
+    }
+
+    /// `fill` for packed 8-bit pixels (`N` bytes each, red/green/blue at byte
+    /// offsets `rgb`): the same arithmetic, with the column offsets and the two
+    /// source rows resolved once per row instead of per sample.
+    fn fill_packed<const N: usize>(&mut self, src_w: u32, src_h: u32, data: &[u8], step: usize, rgb: [usize; 3]) {
+        let (ow, oh) = (self.spec.width as usize, self.spec.height as usize);
+        let (order, mul, add) = self.prepare(src_w, src_h);
+        let pick: [usize; 3] = std::array::from_fn(|c| rgb[order[c]]);
+        let xs = &self.xs;
+        let row_len = src_w as usize * N;
+        let mut writer = Writer::new(&mut self.f32_out, self.spec.layout, ow * oh);
+        for oy in 0..oh {
+            let (ya, yb, wy) = (self.ys.i0[oy] as usize, self.ys.i1[oy] as usize, self.ys.w1[oy]);
+            let ra = &data[ya * step..ya * step + row_len];
+            let rb = &data[yb * step..yb * step + row_len];
+            for (ox, ((&xa, &xb), &wx)) in xs.i0.iter().zip(&xs.i1).zip(&xs.w1).enumerate() {
+                let (xa, xb) = (xa as usize * N, xb as usize * N);
+                let (a0, a1, b0, b1) = (&ra[xa..xa + N], &ra[xb..xb + N], &rb[xa..xa + N], &rb[xb..xb + N]);
+                let v: [f32; 3] = std::array::from_fn(|c| {
+                    let k = pick[c];
+                    let (p00, p01, p10, p11) = (a0[k] as f32, a1[k] as f32, b0[k] as f32, b1[k] as f32);
+                    let top = p00 + (p01 - p00) * wx;
+                    let bot = p10 + (p11 - p10) * wx;
+                    (top + (bot - top) * wy) * mul[c] + add[c]
+                });
+                writer.put(oy * ow + ox, v);
+            }
+        }
+        self.finish();
+    }
+
+    /// Updates the sampling taps for this source size; returns, per output
+    /// channel, the source channel and the folded `scale / std`, `-mean / std`.
+    fn prepare(&mut self, src_w: u32, src_h: u32) -> ([usize; 3], [f32; 3], [f32; 3]) {
+        let (x0, cw, y0, ch) = crop(src_w, src_h, self.spec.width, self.spec.height, self.spec.resize);
+        self.xs.update(x0, cw, self.spec.width);
+        self.ys.update(y0, ch, self.spec.height);
         let order = match self.spec.channel_order {
             ChannelOrder::Rgb => [0, 1, 2],
             ChannelOrder::Bgr => [2, 1, 0],
         };
         let scale = self.spec.scale;
-        let mul: [f32; 3] = std::array::from_fn(|c| scale / self.spec.std[order[c]]);
-        let add: [f32; 3] = std::array::from_fn(|c| -self.spec.mean[order[c]] / self.spec.std[order[c]]);
-        let (ow, oh) = (ow as usize, oh as usize);
-        let plane = ow * oh;
-        let out = &mut self.f32_out;
-        for oy in 0..oh {
-            let (ya, yb, wy) = (self.ys.i0[oy] as usize, self.ys.i1[oy] as usize, self.ys.w1[oy]);
-            for ox in 0..ow {
-                let (xa, xb, wx) = (self.xs.i0[ox] as usize, self.xs.i1[ox] as usize, self.xs.w1[ox]);
-                let (p00, p01, p10, p11) = (px(xa, ya), px(xb, ya), px(xa, yb), px(xb, yb));
-                for c in 0..3 {
-                    let s = order[c];
-                    let top = p00[s] + (p01[s] - p00[s]) * wx;
-                    let bot = p10[s] + (p11[s] - p10[s]) * wx;
-                    let v = (top + (bot - top) * wy) * mul[c] + add[c];
-                    let idx = match self.spec.layout {
-                        Layout::Nchw => c * plane + oy * ow + ox,
-                        Layout::Nhwc => (oy * ow + ox) * 3 + c,
-                    };
-                    out[idx] = v;
-                }
-            }
-        }
+        let mul = std::array::from_fn(|c| scale / self.spec.std[order[c]]);
+        let add = std::array::from_fn(|c| -self.spec.mean[order[c]] / self.spec.std[order[c]]);
+        (order, mul, add)
+    }
+
+    fn finish(&mut self) {
         if self.spec.dtype == DType::F16 {
             // Vectorised (F16C) where the CPU has it.
-            self.f16_out.convert_from_f32_slice(out);
+            self.f16_out.convert_from_f32_slice(&self.f32_out);
+        }
+    }
+}
+
+/// Writes one output pixel's three channels in the tensor's layout.
+enum Writer<'a> {
+    Planes([&'a mut [f32]; 3]),
+    Interleaved(&'a mut [f32]),
+}
+
+impl<'a> Writer<'a> {
+    fn new(out: &'a mut [f32], layout: Layout, plane: usize) -> Self {
+        match layout {
+            Layout::Nchw => {
+                let (r, rest) = out.split_at_mut(plane);
+                let (g, b) = rest.split_at_mut(plane);
+                Writer::Planes([r, g, b])
+            }
+            Layout::Nhwc => Writer::Interleaved(out),
+        }
+    }
+
+    #[inline(always)]
+    fn put(&mut self, i: usize, v: [f32; 3]) {
+        match self {
+            Writer::Planes([r, g, b]) => {
+                r[i] = v[0];
+                g[i] = v[1];
+                b[i] = v[2];
+            }
+            Writer::Interleaved(o) => o[3 * i..3 * i + 3].copy_from_slice(&v),
         }
     }
 }
@@ -424,13 +490,6 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    #[inline(always)]
-    fn interleaved<const N: usize>(&self, x: usize, y: usize, rgb: [usize; 3]) -> [f32; 3] {
-        let i = y * self.step + x * N;
-        let p = &self.data[i..i + N];
-        [p[rgb[0]] as f32, p[rgb[1]] as f32, p[rgb[2]] as f32]
-    }
-
     /// 4:2:2 macro-pixel of two pixels; `pos` = byte offsets of (Y0, U, V) and Y1 = Y0 + 2.
     #[inline(always)]
     fn yuv422(&self, x: usize, y: usize, pos: [usize; 3]) -> [f32; 3] {

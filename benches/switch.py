@@ -9,7 +9,7 @@ hybrid drives, then dark frames; measured at the rclpy peer:
   frame -> fallback   the first dark frame's publish to that command
 then bright frames again until the hybrid has recovered.
 
-    source env.sh && python3 scripts/bench_switch.py [--trials 10] [--rate 30]
+    source env.sh && python3 benches/switch.py [--trials 10] [--rate 30]
 """
 
 from __future__ import annotations
@@ -31,7 +31,13 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_latency import find_exe, scene  # noqa: E402
+from compare import find_node_exe  # noqa: E402
+
+def scene(w: int, h: int) -> np.ndarray:
+    """A bright synthetic scene (its darkened copy makes faulty_dark fail)."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 200 // w + 30, y * 150 // h + 40, np.where(y > h * 2 // 3, 60, 150)], -1).astype(np.uint8)
+
 
 PARAMS = """mobile_vla:
   ros__parameters:
@@ -53,7 +59,7 @@ def main() -> int:
     params = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
     params.write(PARAMS)
     params.close()
-    proc = subprocess.Popen([find_exe(), "--ros-args", "--params-file", params.name],
+    proc = subprocess.Popen([find_node_exe(), "--ros-args", "--params-file", params.name],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rclpy.init()
     node = rclpy.create_node("bench_switch")
