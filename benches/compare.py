@@ -544,6 +544,18 @@ def targets(cases: list[Case], rs: list[dict], soaks: list[dict]) -> list[str]:
                    f"**{best['overhead']:.3f}** ({best['model']}, {best['input']}, {1 / best['overhead']:.1f}x) to "
                    f"**{worst['overhead']:.3f}** ({worst['model']}, {worst['input']}, {1 / worst['overhead']:.1f}x); "
                    f"{sum(r['overhead'] <= 0.2 for r in rs)} of {len(rs)} cases at 5x or better.")
+    if rs:
+        by = {(c.model, c.input, c.node): c for c in cases}
+        own = []
+        for r in rs:
+            rust, py = by[(r["model"], r["input"], "rust")], by[(r["model"], r["input"], "python")]
+            work = [pct(x.parts["pre"], 50) + pct(x.parts["post"], 50) for x in (rust, py)]
+            own.append((work[0] / work[1], r["model"], r["input"]))
+        lo, hi = min(own), max(own)
+        out.append(f"  Without the DDS transport both nodes share (frame in, command out), the node's own work "
+                   f"(decode + resize + tensor, then result to publish) is Rust/Python {lo[0]:.3f} ({1 / lo[0]:.1f}x, "
+                   f"{lo[1]} {lo[2]}) to {hi[0]:.3f} ({1 / hi[0]:.1f}x, {hi[1]} {hi[2]}); "
+                   f"{sum(o[0] <= 0.2 for o in own)} of {len(own)} cases at 5x or better.")
     fast = [c for c in cases if c.node == "rust" and pct(c.ort, 50) < 33.0]
     if fast:
         bad = [c for c in fast if c.at30.skipped]
@@ -555,21 +567,21 @@ def targets(cases: list[Case], rs: list[dict], soaks: list[dict]) -> list[str]:
     for s in soaks:
         grow = s["rss_mb"][-1] - s["rss_mb"][0]
         out.append(f"- Flat RSS over the soak ({s['node']}, {s['frames']} frames): {s['rss_mb'][0]:.1f} -> "
-                   f"{s['rss_mb'][-1]:.1f} MB ({grow:+.1f} MB); samples every 1000 frames: "
-                   f"{', '.join(f'{v:.1f}' for v in s['rss_mb'])}.")
+                   f"{s['rss_mb'][-1]:.1f} MB ({grow:+.1f} MB); latency p50 drift first -> last 1000 frames "
+                   f"{s['last_p50'] - s['first_p50']:+.2f} ms.")
     return out
 
 
-def write_report(path: Path, data: dict, cases: list[Case], rs: list[dict], soaks: list[dict]) -> None:
+def write_report(path: Path, machine_info: str, date: str, cases: list[Case], rs: list[dict], soaks: list[dict]) -> None:
     svg(cases, ROOT / "benches/compare.svg")
     fence = "```"
     text = f"""# Benchmarks: mobile_vla against the original Python pipeline
 
 Written by `python3 benches/compare.py --report BENCHMARKS.md` (after `source env.sh`;
-`scripts/bench.sh` does the set-up and build first) on {time.strftime("%Y-%m-%d")}.
+`scripts/bench.sh` does the set-up and build first) on {date}.
 Every number below comes from that one run.
 
-**Machine:** {data["machine"]}.
+**Machine:** {machine_info}.
 The node under test is pinned to CPU 0 with one ONNX Runtime intra-op thread; the
 harness (camera publisher, command listener, all clocks) runs on CPU 1. The Rust
 node is the one `scripts/build.sh` installs (colcon's default dev profile, every
@@ -589,18 +601,31 @@ deadlines (the shipped ones are for an Orin; 0.4 s a frame on one CPU core would
 hand control to the fallback).
 
 **Columns:** latency = frame stamp to the arrival of the command it produced,
-frames sent in lock-step (the next after the previous command), p50/p99/max in ms;
-ORT = the session run time measured inside the node; ovh = latency - ORT per frame
-(decode, resize, tensor, DDS both ways, scheduling); max Hz = highest rate on the
-ladder {LADDER} at which every frame got a command ("+": the camera here could
-not publish faster, so the node's limit is higher); drop@30 = frames without a
-command with the camera at 30 Hz for 3 s; CPU% = the node's CPU time over that
-window (100 = one core); RSS = the node's peak resident memory for that input.
+frames sent in lock-step (the next after the previous command), p50/p99/max in
+ms; ORT = the session run time measured inside the node; ovh = latency - ORT per
+frame: everything the node adds, DDS both ways included; max Hz = the highest
+rate on the ladder {LADDER} without backlog: the node ran every frame it
+received (1% slack) and received at least half ("+": the camera here could not
+publish faster, so the node's limit is higher); skip@30 = frames the node
+received but skipped for a newer one (newest-frame-only: its backlog) with the camera
+at 30 Hz for 3 s; lost@30 = frames best-effort DDS never delivered (large raw
+frames over loopback UDP; the same for both nodes); CPU% = the node's CPU time
+over that window (100 = one core); RSS = the node's peak resident memory while
+that input ran (model included).
 
 ## Results
 
 {fence}
 {chr(10).join([HEADER] + [row(c) for c in cases])}
+{fence}
+
+Where the overhead goes, p50 of the lock-step frames: DDS in + hand-over = frame
+stamp to the node's worker starting on it; decode+resize = frame to input tensor;
+to publish = ORT done to the command's publish; DDS out = that publish to its
+arrival at the harness.
+
+{fence}
+{chr(10).join([PARTS_HEADER] + [parts_row(c) for c in cases])}
 {fence}
 
 ## Rust / Python, same run
@@ -616,16 +641,26 @@ Below 1 means the Rust node is lower (for max rate: higher is better for Rust;
 
 ## Soak
 
-""" + "\n".join(
-        f"- {s['node']}: {s['frames']} frames of 640x480 rgb8 at {s['rate']:g} Hz, small stand-in, "
-        f"{s['answered']} answered. RSS {s['rss_mb'][0]:.1f} MB at the start, {s['rss_mb'][-1]:.1f} MB at the end. "
-        f"Latency p50 {s['first_p50']:.2f} ms over the first 1000 frames, {s['last_p50']:.2f} ms over the last "
-        f"1000 (p99 {s['first_p99']:.2f} / {s['last_p99']:.2f} ms)." for s in soaks) + """
+""" + "\n".join(soak_lines(soaks)) + """
 
 ## Targets (reported, not asserted)
 
 """ + "\n".join(targets(cases, rs, soaks)) + "\n"
-    path.write_text(text)
+    # Hand-written notes below the marker survive a rewrite.
+    old = path.read_text() if path.exists() else ""
+    notes = old[old.index(NOTES_MARKER):] if NOTES_MARKER in old else NOTES_MARKER + "\n"
+    path.write_text(text + "\n" + notes)
+
+
+NOTES_MARKER = "<!-- Notes: everything below this line is kept when compare.py rewrites this file. -->"
+
+
+def soak_lines(soaks: list[dict]) -> list[str]:
+    return [f"- {s['node']}: {s['frames']} frames of 640x480 rgb8 at {s['rate']:g} Hz, small stand-in, "
+            f"{s['answered']} answered. RSS {s['rss_mb'][0]:.1f} MB at the start, {s['rss_mb'][-1]:.1f} MB at the end "
+            f"(every 1000 frames: {', '.join(f'{v:.1f}' for v in s['rss_mb'])}). Latency p50 {s['first_p50']:.2f} ms "
+            f"over the first 1000 frames, {s['last_p50']:.2f} ms over the last 1000 "
+            f"(p99 {s['first_p99']:.2f} / {s['last_p99']:.2f} ms)." for s in soaks]
 
 
 def main() -> int:
@@ -638,6 +673,7 @@ def main() -> int:
     ap.add_argument("--soak-rate", type=float, default=60.0)
     ap.add_argument("--soak-nodes", default="rust,python", help="comma list; empty: no soak")
     ap.add_argument("--report", type=Path, help="write the markdown report here (for example BENCHMARKS.md)")
+    ap.add_argument("--report-from", type=Path, help="measure nothing: report an earlier run's compare.json")
     a = ap.parse_args()
     if a.quick:
         a.models, a.frames, a.soak_frames = "small", min(a.frames, 100), min(a.soak_frames, 2000)
@@ -651,13 +687,34 @@ def main() -> int:
     if os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {HARNESS_CPU})
     manifests = {"small": ROOT / "models/hybrid.json"}
-    if "heavy" in a.models:
+    if "heavy" in a.models and not a.report_from:
         heavy = out_dir / "models/heavy.json"
         if not heavy.exists():
             print("generating the heavy stand-in (ViT-B/16 size) into build/bench/models ...", flush=True)
             subprocess.run([sys.executable, str(ROOT / "models/generate_standins.py"), "--heavy", str(heavy.parent)],
                            check=True)
         manifests["heavy"] = heavy
+    if a.report_from:
+        data = json.loads(a.report_from.read_text())
+    else:
+        data = measure(a, manifests)
+        (out_dir / "compare.json").write_text(json.dumps(data))
+    cases = [case_from(d) for d in data["cases"]]
+    rs, soaks = ratios(cases), data["soaks"]
+    lines = ["", "Where the overhead goes (lock-step frames)", PARTS_HEADER] + [parts_row(c) for c in cases]
+    lines += ["", "Rust / Python (same run; < 1 means the Rust node is lower; * = a camera-limited rate)"]
+    lines += ratio_table(rs)
+    lines += [""] + soak_lines(soaks) + [""] + targets(cases, rs, soaks)
+    print("\n".join(lines))
+    svg(cases, out_dir / "compare.svg")
+    print("\nwrote build/bench/compare.json (every sample; --report-from reads it) and build/bench/compare.svg")
+    if a.report:
+        write_report(a.report, data["machine"], data.get("date", "?"), cases, rs, soaks)
+        print(f"wrote {a.report} and benches/compare.svg")
+    return 0
+
+
+def measure(a, manifests: dict[str, Path]) -> dict:
     # Ctrl-C is a KeyboardInterrupt here, so the nodes under test are stopped on the way out.
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     h = Harness()
@@ -669,30 +726,14 @@ def main() -> int:
              for which in filter(None, a.soak_nodes.split(","))]
     h.executor.shutdown()
     rclpy.shutdown()
+    return {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "argv": sys.argv[1:], "soaks": soaks,
+            "cases": [{**c.__dict__, "at30": c.at30.__dict__} for c in cases]}
 
-    rs = ratios(cases)
-    lines = ["", "Where the overhead goes (lock-step frames)", PARTS_HEADER] + [parts_row(c) for c in cases]
-    lines += ["", "Rust / Python (same run; < 1 means the Rust node is lower; * = a camera-limited rate)"]
-    lines += ratio_table(rs)
-    for s in soaks:
-        lines.append(f"soak {s['node']}: {s['answered']}/{s['frames']} frames at {s['rate']:g} Hz (640x480 rgb8, small); "
-                     f"RSS {s['rss_mb'][0]:.1f} -> {s['rss_mb'][-1]:.1f} MB; latency p50 first/last 1000 "
-                     f"{s['first_p50']:.2f}/{s['last_p50']:.2f} ms, p99 {s['first_p99']:.2f}/{s['last_p99']:.2f} ms")
-    print("\n".join(lines))
-    data = {"machine": machine(), "argv": sys.argv[1:], "ratios": rs, "soaks": soaks,
-            "cases": [{**{k: v for k, v in c.__dict__.items() if k not in ("latency", "ort", "overhead", "parts", "at30")},
-                       "at30": {**c.at30.__dict__, "lost": c.at30.lost},
-                       "parts_p50_ms": {k: pct(v, 50) for k, v in c.parts.items()},
-                       "latency_ms": [pct(c.latency, 50), pct(c.latency, 99), max(c.latency or [float("nan")])],
-                       "ort_p50_ms": pct(c.ort, 50), "overhead_ms": [pct(c.overhead, 50), pct(c.overhead, 99)],
-                       "frames": len(c.latency)} for c in cases]}
-    (out_dir / "compare.json").write_text(json.dumps(data, indent=1))
-    svg(cases, out_dir / "compare.svg")
-    print(f"\nwrote build/bench/compare.json and build/bench/compare.svg")
-    if a.report:
-        write_report(a.report, data, cases, rs, soaks)
-        print(f"wrote {a.report} and benches/compare.svg")
-    return 0
+
+def case_from(d: dict) -> Case:
+    c = Case(**{**d, "size": tuple(d["size"]), "at30": None})
+    c.at30 = Paced(**d["at30"])
+    return c
 
 
 if __name__ == "__main__":
