@@ -17,7 +17,7 @@ model, the same frames and the same ROS 2 install; then prints and writes:
 for 320x240 .. 1920x1080 rgb8 and JPEG, the small stand-in and a ViT-B/16-sized
 one (generated into build/bench/models), and a soak of both nodes.
 
-    source env.sh && python3 benches/compare.py            # everything (~25 min)
+    source env.sh && python3 benches/compare.py            # everything (~30 min)
     python3 benches/compare.py --quick                    # small model, fewer frames
     python3 benches/compare.py --report BENCHMARKS.md     # also write the report
 """

@@ -367,9 +367,7 @@ impl Preprocessor {
                 let (p00, p01, p10, p11) = (px(xa, ya), px(xb, ya), px(xa, yb), px(xb, yb));
                 let v: [f32; 3] = std::array::from_fn(|c| {
                     let s = order[c];
-                    let top = p00[s] + (p01[s] - p00[s]) * wx;
-                    let bot = p10[s] + (p11[s] - p10[s]) * wx;
-                    (top + (bot - top) * wy) * mul[c] + add[c]
+                    bilinear([p00[s], p01[s], p10[s], p11[s]], wx, wy) * mul[c] + add[c]
                 });
                 writer.put(oy * ow + ox, v);
             }
@@ -396,10 +394,7 @@ impl Preprocessor {
                 let (a0, a1, b0, b1) = (&ra[xa..xa + N], &ra[xb..xb + N], &rb[xa..xa + N], &rb[xb..xb + N]);
                 let v: [f32; 3] = std::array::from_fn(|c| {
                     let k = pick[c];
-                    let (p00, p01, p10, p11) = (a0[k] as f32, a1[k] as f32, b0[k] as f32, b1[k] as f32);
-                    let top = p00 + (p01 - p00) * wx;
-                    let bot = p10 + (p11 - p10) * wx;
-                    (top + (bot - top) * wy) * mul[c] + add[c]
+                    bilinear([a0[k] as f32, a1[k] as f32, b0[k] as f32, b1[k] as f32], wx, wy) * mul[c] + add[c]
                 });
                 writer.put(oy * ow + ox, v);
             }
@@ -429,6 +424,14 @@ impl Preprocessor {
             self.f16_out.convert_from_f32_slice(&self.f32_out);
         }
     }
+}
+
+/// Bilinear blend of `[top-left, top-right, bottom-left, bottom-right]`.
+#[inline(always)]
+fn bilinear([p00, p01, p10, p11]: [f32; 4], wx: f32, wy: f32) -> f32 {
+    let top = p00 + (p01 - p00) * wx;
+    let bot = p10 + (p11 - p10) * wx;
+    top + (bot - top) * wy
 }
 
 /// Writes one output pixel's three channels in the tensor's layout.
