@@ -68,7 +68,6 @@ class Result:
     stamp: float
     inference_ms: float
     stamp_to_publish_ms: float
-    received: float
     frame_age_ms: float  # frame stamp -> the node starts on it (DDS in, hand-over to the worker)
     preprocess_ms: float
     skipped: int  # frames the node received and dropped (newest-frame-only) since its last result
@@ -181,12 +180,12 @@ class Harness:
         # hybrid is still loading, and that is not what is being measured.
         if m.outcome == InferenceStats.OUTCOME_OK and m.command_seq and m.policy == "hybrid":
             self.add(Result(m.header.frame_id, m.header.stamp.sec + m.header.stamp.nanosec * 1e-9,
-                            m.inference_ms, m.stamp_to_publish_ms, time.time(), m.frame_age_ms, m.preprocess_ms,
+                            m.inference_ms, m.stamp_to_publish_ms, m.frame_age_ms, m.preprocess_ms,
                             m.frames_dropped))
 
     def on_json(self, m: String) -> None:
         d = json.loads(m.data)
-        self.add(Result(d["frame_id"], d["stamp"], d["inference_ms"], d["stamp_to_publish_ms"], time.time(),
+        self.add(Result(d["frame_id"], d["stamp"], d["inference_ms"], d["stamp_to_publish_ms"],
                         d["frame_age_ms"], d["preprocess_ms"], d["frames_dropped"]))
 
     def add(self, r: Result) -> None:
@@ -203,12 +202,11 @@ class Harness:
             self.results.clear()
             self.cmd_times.clear()
 
-    def publish(self, msg, kind: str, frame_id: str) -> float:
+    def publish(self, msg, kind: str, frame_id: str) -> None:
         now = time.time()
         msg.header.stamp.sec, msg.header.stamp.nanosec = int(now), int((now % 1) * 1e9)
         msg.header.frame_id = frame_id
         self.cams[kind].publish(msg)
-        return now
 
     def wait_for(self, frame_id: str, timeout: float) -> Result | None:
         end = time.time() + timeout
