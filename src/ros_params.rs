@@ -15,10 +15,7 @@ use serde_json::{json, Value};
 /// The node's parameter overrides (from `--params-file` and `-p`), flattened.
 pub fn flat_params(node: &r2r::Node) -> BTreeMap<String, Value> {
     let params = node.params.lock().expect("parameter map poisoned");
-    params
-        .iter()
-        .filter_map(|(k, p)| to_json(&p.value).map(|v| (k.clone(), v)))
-        .collect()
+    params.iter().filter_map(|(k, p)| to_json(&p.value).map(|v| (k.clone(), v))).collect()
 }
 
 fn to_json(v: &ParameterValue) -> Option<Value> {

@@ -34,7 +34,8 @@ fn frame(w: u32, h: u32) -> Vec<u8> {
             noise ^= noise >> 17;
             noise ^= noise << 5;
             let n = (noise % 9) as i32 - 4;
-            let cup = (x as i32 - w as i32 / 3).abs() < (w / 20) as i32 && (y as i32 - h as i32 * 3 / 5).abs() < (h / 12) as i32;
+            let cup = (x as i32 - w as i32 / 3).abs() < (w / 20) as i32
+                && (y as i32 - h as i32 * 3 / 5).abs() < (h / 12) as i32;
             let floor = y > h * 2 / 3;
             let base = [(x * 200 / w + 30) as i32, (y * 150 / h + 40) as i32, if floor { 60 } else { 150 }];
             let px = if cup { [200, 30, 30] } else { base };
@@ -61,7 +62,10 @@ fn report(name: &str, mut f: impl FnMut()) {
 }
 
 fn main() {
-    println!("preprocess -> 224x224 NCHW (one core, {} build)", if cfg!(debug_assertions) { "debug" } else { "release" });
+    println!(
+        "preprocess -> 224x224 NCHW (one core, {} build)",
+        if cfg!(debug_assertions) { "debug" } else { "release" }
+    );
     for (w, h) in [(640u32, 480u32), (1920, 1080)] {
         let raw = frame(w, h);
         let img = image::RgbImage::from_raw(w, h, raw.clone()).unwrap();

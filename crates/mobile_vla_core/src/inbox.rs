@@ -32,7 +32,10 @@ pub struct Delivery<F, C> {
 
 impl<F, C> Default for Inbox<F, C> {
     fn default() -> Self {
-        Self { state: Mutex::new(State { frame: None, control: None, dropped: 0, closed: false }), ready: Condvar::new() }
+        Self {
+            state: Mutex::new(State { frame: None, control: None, dropped: 0, closed: false }),
+            ready: Condvar::new(),
+        }
     }
 }
 

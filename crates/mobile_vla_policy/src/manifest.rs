@@ -118,10 +118,10 @@ pub struct LoadedManifest {
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<LoadedManifest, PolicyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| PolicyError::Manifest(format!("{}: {e}", path.display())))?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| PolicyError::Manifest(format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| PolicyError::Manifest(format!("{}: {e}", path.display())))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| PolicyError::Manifest(format!("{}: {e}", path.display())))?;
         manifest.validate().map_err(|e| PolicyError::Manifest(format!("{}: {e}", path.display())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Ok(LoadedManifest {
@@ -139,11 +139,13 @@ impl Manifest {
             return Err("action.scale and action.clip must be finite and >= 0".into());
         }
         if let Some(t) = &self.text {
-            let fixed = t.bos_id.is_some() as usize
-                + t.eos_id.is_some() as usize
-                + t.image_span.map_or(0, |s| s.length + 2);
+            let fixed =
+                t.bos_id.is_some() as usize + t.eos_id.is_some() as usize + t.image_span.map_or(0, |s| s.length + 2);
             if t.max_length <= fixed {
-                return Err(format!("text.max_length {} leaves no room for text after {fixed} fixed tokens", t.max_length));
+                return Err(format!(
+                    "text.max_length {} leaves no room for text after {fixed} fixed tokens",
+                    t.max_length
+                ));
             }
             if !t.prompt.contains("{instruction}") {
                 return Err("text.prompt must contain {instruction}".into());

@@ -36,10 +36,7 @@ impl TextEncoder {
     pub fn encode(&self, instruction: &str) -> Result<Tokens, PolicyError> {
         let s = &self.spec;
         let text = s.prompt.replace("{instruction}", instruction);
-        let enc = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| PolicyError::Tokenize(e.to_string()))?;
+        let enc = self.tokenizer.encode(text, false).map_err(|e| PolicyError::Tokenize(e.to_string()))?;
         Ok(layout(s, enc.get_ids().iter().map(|&i| i as i64)))
     }
 }

@@ -32,8 +32,8 @@ fn run(p: &mut Policy, sample: &str) -> mobile_vla_policy::Action {
 
 #[test]
 fn cpu_provider_is_what_runs_here_and_is_reported() {
-    let mut cfg = ModelConfig::default(); // tensorrt, cuda, cpu
-    cfg.providers = vec![Provider::Tensorrt, Provider::Cuda, Provider::Cpu];
+    let mut cfg =
+        ModelConfig { providers: vec![Provider::Tensorrt, Provider::Cuda, Provider::Cpu], ..ModelConfig::default() };
     let p = Policy::load(&env(), &models().join("hybrid.json"), &cfg, (640, 480)).unwrap();
     assert_eq!(p.selection().provider, Provider::Cpu);
     assert_eq!(p.selection().skipped.len(), 2, "{}", p.selection().describe());
@@ -95,7 +95,8 @@ fn a_model_without_an_instruction_refuses_to_run() {
 
 /// Writes a modified copy of the hybrid manifest beside the real one's files.
 fn mismatched(edit: impl Fn(&mut serde_json::Value), tag: &str) -> PolicyError {
-    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(models().join("hybrid.json")).unwrap()).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(models().join("hybrid.json")).unwrap()).unwrap();
     edit(&mut m);
     let dir = std::env::temp_dir().join(format!("mobile_vla_contract_{tag}_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -58,7 +58,9 @@ fn mcap_files(path: &Path) -> Result<Vec<PathBuf>, Error> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     files.sort();
-    if files.iter().any(|f| f.extension().is_some_and(|e| e == "db3")) && !files.iter().any(|f| f.extension().is_some_and(|e| e == "mcap")) {
+    if files.iter().any(|f| f.extension().is_some_and(|e| e == "db3"))
+        && !files.iter().any(|f| f.extension().is_some_and(|e| e == "mcap"))
+    {
         return Err(Error::Input(format!(
             "{}: sqlite3 storage is not supported; record with `ros2 bag record -s mcap` or convert with `ros2 bag convert`",
             path.display()
@@ -77,10 +79,13 @@ pub fn read(path: &Path, topic: &str) -> Result<Vec<Stats>, Error> {
     let mut topics = std::collections::BTreeSet::new();
     for file in mcap_files(path)? {
         let bytes = std::fs::read(&file).map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
-        let stream = mcap::MessageStream::new(&bytes).map_err(|e| Error::Input(format!("{}: not an MCAP file: {e}", file.display())))?;
+        let stream = mcap::MessageStream::new(&bytes)
+            .map_err(|e| Error::Input(format!("{}: not an MCAP file: {e}", file.display())))?;
         let mut checked = false;
         for (i, msg) in stream.enumerate() {
-            let msg = msg.map_err(|e| Error::Input(format!("{}: unreadable after {i} messages (truncated?): {e}", file.display())))?;
+            let msg = msg.map_err(|e| {
+                Error::Input(format!("{}: unreadable after {i} messages (truncated?): {e}", file.display()))
+            })?;
             topics.insert(msg.channel.topic.clone());
             if msg.channel.topic != topic {
                 continue;
@@ -89,7 +94,8 @@ pub fn read(path: &Path, topic: &str) -> Result<Vec<Stats>, Error> {
                 check_schema(&msg.channel)?;
                 checked = true;
             }
-            let s = decode(&msg.data).map_err(|e| Error::Decode(format!("{}: message {i} on {topic}: {e}", file.display())))?;
+            let s = decode(&msg.data)
+                .map_err(|e| Error::Decode(format!("{}: message {i} on {topic}: {e}", file.display())))?;
             out.push(s);
         }
     }
@@ -109,7 +115,10 @@ fn check_schema(channel: &mcap::Channel) -> Result<(), Error> {
         return Err(Error::Schema(format!("{} carries {}, expected {TYPE}", channel.topic, schema.name)));
     }
     if channel.message_encoding != "cdr" {
-        return Err(Error::Schema(format!("{} is encoded as {}, expected cdr", channel.topic, channel.message_encoding)));
+        return Err(Error::Schema(format!(
+            "{} is encoded as {}, expected cdr",
+            channel.topic, channel.message_encoding
+        )));
     }
     let recorded = fields_of(&String::from_utf8_lossy(&schema.data));
     let expected: Vec<(String, String)> = FIELDS.iter().map(|(t, n)| (t.to_string(), n.to_string())).collect();

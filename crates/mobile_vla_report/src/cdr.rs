@@ -39,7 +39,9 @@ impl<'a> Reader<'a> {
         let rel = self.pos - 4;
         self.pos += (align - rel % align) % align;
         let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
-        let end = end.ok_or_else(|| Error::Decode(format!("payload ends at byte {} (needs {})", self.buf.len(), self.pos + n)))?;
+        let end = end.ok_or_else(|| {
+            Error::Decode(format!("payload ends at byte {} (needs {})", self.buf.len(), self.pos + n))
+        })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)

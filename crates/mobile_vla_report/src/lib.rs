@@ -31,7 +31,8 @@ impl fmt::Display for Error {
     }
 }
 
-pub const USAGE: &str = "usage: mobile_vla_report BAG [--topic /mobile_vla/inference_stats] [--plot report.svg] [--json]
+pub const USAGE: &str =
+    "usage: mobile_vla_report BAG [--topic /mobile_vla/inference_stats] [--plot report.svg] [--json]
   BAG: a rosbag2 directory recorded with `-s mcap`, or one .mcap file";
 
 pub struct Args {
@@ -72,20 +73,31 @@ pub fn run(args: &Args) -> Result<String, Error> {
     if args.json {
         return Ok(serde_json::to_string_pretty(&summary).expect("summary serialises"));
     }
-    Ok(text(&args, &summary, &plot))
+    Ok(text(args, &summary, &plot))
 }
 
 fn text(args: &Args, s: &summary::Summary, plot: &std::path::Path) -> String {
     let mut out = format!(
         "bag {}  topic {}\n{} messages over {:.1} s, {} frames dropped (newest-frame-only)\n\n",
-        args.bag.display(), args.topic, s.messages, s.duration_s, s.frames_dropped
+        args.bag.display(),
+        args.topic,
+        s.messages,
+        s.duration_s,
+        s.frames_dropped
     );
     for g in &s.groups {
         out += &format!("policy {} on {}: {} runs, {} ok\n", g.policy, g.execution_provider, g.count, g.ok);
         out += &format!("  {:<22}{:>10}{:>10}{:>10}{:>10}\n", "(ms)", "p50", "p90", "p99", "max");
         for t in summary::TIMINGS {
             let d = &g.timings[t];
-            out += &format!("  {:<22}{:>10.3}{:>10.3}{:>10.3}{:>10.3}\n", t.trim_end_matches("_ms"), d.p50, d.p90, d.p99, d.max);
+            out += &format!(
+                "  {:<22}{:>10.3}{:>10.3}{:>10.3}{:>10.3}\n",
+                t.trim_end_matches("_ms"),
+                d.p50,
+                d.p90,
+                d.p99,
+                d.max
+            );
         }
     }
     if s.fallback_periods.is_empty() {

@@ -21,9 +21,23 @@ fn nice_max(v: f64) -> f64 {
 
 pub fn svg(stats: &[Stats], summary: &Summary, title: &str) -> String {
     let mut s = String::new();
-    let _ = write!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#);
-    let _ = write!(s, r#"<rect width="{W}" height="{H}" fill="white"/><text x="{}" y="22" font-size="16" text-anchor="middle">{}</text>"#, W / 2.0, escape(title));
-    let policies: Vec<String> = summary.groups.iter().map(|g| g.policy.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(
+        s,
+        r#"<rect width="{W}" height="{H}" fill="white"/><text x="{}" y="22" font-size="16" text-anchor="middle">{}</text>"#,
+        W / 2.0,
+        escape(title)
+    );
+    let policies: Vec<String> = summary
+        .groups
+        .iter()
+        .map(|g| g.policy.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let colour = |p: &str| COLOURS[policies.iter().position(|x| x == p).unwrap_or(0) % COLOURS.len()];
     let ok: Vec<&Stats> = stats.iter().filter(|s| s.outcome == 0 && s.total_ms.is_finite()).collect();
     let t0 = stats.first().map_or(0.0, |s| s.stamp_s);
@@ -32,10 +46,15 @@ pub fn svg(stats: &[Stats], summary: &Summary, title: &str) -> String {
 
     // Panel 1: latency over time.
     let (x0, y0, pw, ph) = (70.0, 50.0, W - 100.0, 300.0);
-    let _ = write!(s, r#"<text x="{x0}" y="{}" >total latency per frame (ms) over time (s); shaded: fallback active</text>"#, y0 - 8.0);
+    let _ = write!(
+        s,
+        r#"<text x="{x0}" y="{}" >total latency per frame (ms) over time (s); shaded: fallback active</text>"#,
+        y0 - 8.0
+    );
     for p in &summary.fallback_periods {
         let (a, b) = (x0 + p.start_s / tmax * pw, x0 + p.end_s.max(p.start_s + tmax / pw) / tmax * pw);
-        let _ = write!(s, r##"<rect x="{a:.1}" y="{y0}" width="{:.1}" height="{ph}" fill="#ffe0b2"/>"##, (b - a).max(1.0));
+        let _ =
+            write!(s, r##"<rect x="{a:.1}" y="{y0}" width="{:.1}" height="{ph}" fill="#ffe0b2"/>"##, (b - a).max(1.0));
     }
     axes(&mut s, x0, y0, pw, ph, tmax, ymax);
     for st in &ok {
@@ -44,8 +63,16 @@ pub fn svg(stats: &[Stats], summary: &Summary, title: &str) -> String {
         let _ = write!(s, r#"<circle cx="{x:.1}" cy="{y:.1}" r="1.8" fill="{}"/>"#, colour(&st.policy));
     }
     for (i, p) in policies.iter().enumerate() {
-        let _ = write!(s, r#"<rect x="{}" y="{}" width="10" height="10" fill="{}"/><text x="{}" y="{}">{}</text>"#,
-            x0 + pw - 150.0, y0 + 8.0 + 16.0 * i as f64, colour(p), x0 + pw - 135.0, y0 + 17.0 + 16.0 * i as f64, escape(p));
+        let _ = write!(
+            s,
+            r#"<rect x="{}" y="{}" width="10" height="10" fill="{}"/><text x="{}" y="{}">{}</text>"#,
+            x0 + pw - 150.0,
+            y0 + 8.0 + 16.0 * i as f64,
+            colour(p),
+            x0 + pw - 135.0,
+            y0 + 17.0 + 16.0 * i as f64,
+            escape(p)
+        );
     }
 
     // Panel 2: histogram of total latency.
@@ -64,8 +91,14 @@ pub fn svg(stats: &[Stats], summary: &Summary, title: &str) -> String {
         let sub = bw / policies.len().max(1) as f64;
         for (b, c) in row.iter().enumerate().filter(|(_, c)| **c > 0) {
             let h = *c as f64 / cmax * ph;
-            let _ = write!(s, r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"/>"#,
-                x0 + b as f64 * bw + pi as f64 * sub, y0 + ph - h, sub.max(1.0), colour(&policies[pi]));
+            let _ = write!(
+                s,
+                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"/>"#,
+                x0 + b as f64 * bw + pi as f64 * sub,
+                y0 + ph - h,
+                sub.max(1.0),
+                colour(&policies[pi])
+            );
         }
     }
     s.push_str("</svg>\n");
@@ -77,14 +110,26 @@ fn axes(s: &mut String, x0: f64, y0: f64, w: f64, h: f64, xmax: f64, ymax: f64) 
     for i in 0..=5 {
         let f = i as f64 / 5.0;
         let (x, y) = (x0 + f * w, y0 + h - f * h);
-        let _ = write!(s, r##"<line x1="{x0}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            x0 + w, x0 - 5.0, y + 4.0, fmt(f * ymax));
+        let _ = write!(
+            s,
+            r##"<line x1="{x0}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            x0 + w,
+            x0 - 5.0,
+            y + 4.0,
+            fmt(f * ymax)
+        );
         let _ = write!(s, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#, y0 + h + 15.0, fmt(f * xmax));
     }
 }
 
 fn fmt(v: f64) -> String {
-    if v >= 100.0 { format!("{v:.0}") } else if v >= 1.0 { format!("{v:.1}") } else { format!("{v:.2}") }
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 fn escape(t: &str) -> String {

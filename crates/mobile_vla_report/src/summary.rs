@@ -29,11 +29,17 @@ impl Dist {
     fn of(values: impl Iterator<Item = f64>) -> Dist {
         let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
         v.sort_by(f64::total_cmp);
-        Dist { p50: percentile(&v, 50.0), p90: percentile(&v, 90.0), p99: percentile(&v, 99.0), max: v.last().copied().unwrap_or(f64::NAN) }
+        Dist {
+            p50: percentile(&v, 50.0),
+            p90: percentile(&v, 90.0),
+            p99: percentile(&v, 99.0),
+            max: v.last().copied().unwrap_or(f64::NAN),
+        }
     }
 }
 
-pub const TIMINGS: [&str; 6] = ["total_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "frame_age_ms", "stamp_to_publish_ms"];
+pub const TIMINGS: [&str; 6] =
+    ["total_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "frame_age_ms", "stamp_to_publish_ms"];
 
 pub fn timing(s: &Stats, name: &str) -> f64 {
     match name {
@@ -75,7 +81,8 @@ pub struct Summary {
 
 pub fn summarize(stats: &[Stats]) -> Summary {
     let t0 = stats.first().map_or(0.0, |s| s.stamp_s);
-    let mut keys: Vec<(String, String)> = stats.iter().map(|s| (s.policy.clone(), s.execution_provider.clone())).collect();
+    let mut keys: Vec<(String, String)> =
+        stats.iter().map(|s| (s.policy.clone(), s.execution_provider.clone())).collect();
     keys.sort();
     keys.dedup();
     let groups = keys
