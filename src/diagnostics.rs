@@ -1,25 +1,16 @@
 //! The node's health as ROS messages: `~/status` and `/diagnostics`.
 //!
-//! Owns the wording and levels operators see; it formats state the shell
-//! hands it and decides nothing about motion.
+//! Owns the wording and levels operators see; it formats what the control
+//! core reports and decides nothing about motion.
 
-use mobile_vla_core::command_mux::Decision;
-use mobile_vla_core::watchdog::{Role, Watchdog};
+use mobile_vla_core::control::{Controller, NodeState, StatusView};
+use mobile_vla_core::watchdog::{ByRole, Role, Watchdog};
 use r2r::{
     builtin_interfaces::msg::Time,
     diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue},
     mobile_vla_msgs::msg as vla,
     std_msgs::msg::Header,
 };
-
-pub const ROLES: [Role; 2] = [Role::Primary, Role::Fallback];
-
-pub fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Primary => "hybrid",
-        Role::Fallback => "pure",
-    }
-}
 
 /// What the node knows about one policy beyond the watchdog's view.
 #[derive(Default, Clone)]
@@ -28,19 +19,32 @@ pub struct PolicyInfo {
     pub requested: Vec<String>,
     pub provider: String,
     pub loaded: bool,
+    pub takes_instruction: bool,
 }
 
 fn kv(key: &str, value: impl ToString) -> KeyValue {
     KeyValue { key: key.into(), value: value.to_string() }
 }
 
-pub fn policy_status(wd: &Watchdog, r: Role, info: &PolicyInfo) -> vla::PolicyStatus {
+/// `Status.msg`'s constant for a state (r2r gives string constants as C strings).
+fn state_name(s: NodeState) -> String {
+    let c: &[u8] = match s {
+        NodeState::Starting => vla::Status::STATE_STARTING,
+        NodeState::Running => vla::Status::STATE_RUNNING,
+        NodeState::Paused => vla::Status::STATE_PAUSED,
+        NodeState::SafeStop => vla::Status::STATE_SAFE_STOP,
+    };
+    String::from_utf8_lossy(c.strip_suffix(&[0]).unwrap_or(c)).into_owned()
+}
+
+fn policy_status(wd: &Watchdog, r: Role, info: &PolicyInfo) -> vla::PolicyStatus {
     let h = wd.report(r);
     vla::PolicyStatus {
-        name: role_name(r).into(),
+        name: r.name().into(),
         model: info.manifest.clone(),
         loaded: info.loaded,
         healthy: h.healthy,
+        takes_instruction: info.takes_instruction,
         requested_providers: info.requested.clone(),
         execution_provider: info.provider.clone(),
         runs: h.runs,
@@ -49,27 +53,45 @@ pub fn policy_status(wd: &Watchdog, r: Role, info: &PolicyInfo) -> vla::PolicySt
     }
 }
 
+pub fn status(stamp: Time, view: &StatusView, ctl: &Controller, info: &ByRole<PolicyInfo>) -> vla::Status {
+    let mux = ctl.mux();
+    vla::Status {
+        stamp,
+        state: state_name(view.state),
+        reason: view.reason.clone(),
+        active_policy: view.active_policy.map(Role::name).unwrap_or_default().into(),
+        active_source: view.source.map(|s| mux.source_name(s)).unwrap_or_default().into(),
+        active_lock: view.lock.map(|l| mux.lock_name(l)).unwrap_or_default().into(),
+        policies: info.iter().map(|(r, i)| policy_status(ctl.watchdog(), r, i)).collect(),
+    }
+}
+
 /// Two statuses: the policy watchdog, and the command output (mux).
-pub fn diagnostics(stamp: Time, wd: &Watchdog, info: &[PolicyInfo; 2], decision: &Decision, paused: bool) -> DiagnosticArray {
+pub fn diagnostics(stamp: Time, ctl: &Controller, info: &ByRole<PolicyInfo>) -> DiagnosticArray {
+    let wd = ctl.watchdog();
     let (level, message) = match wd.active() {
         Some(Role::Primary) => (DiagnosticStatus::OK as u8, "hybrid policy active".to_string()),
         Some(Role::Fallback) => {
             let h = wd.report(Role::Primary);
-            (DiagnosticStatus::WARN as u8, format!("fallback: pure Kosmos-2 policy active (hybrid {}: {})", h.state, h.last_error))
+            (
+                DiagnosticStatus::WARN as u8,
+                format!("fallback: pure Kosmos-2 policy active (hybrid {}: {})", h.state, h.last_error),
+            )
         }
         None => (DiagnosticStatus::ERROR as u8, wd.reason().unwrap_or_default()),
     };
-    let mut values = vec![kv("active_policy", wd.active().map_or("none", role_name))];
+    let mut values = vec![kv("active_policy", wd.active().map_or("none", Role::name))];
     if let Some(s) = wd.last_switch() {
         values.push(kv("last_switch", s));
         values.push(kv("last_switch_reason", &s.reason));
     }
-    for (r, i) in ROLES.iter().zip(info) {
-        let h = wd.report(*r);
-        let n = role_name(*r);
+    for (r, i) in info.iter() {
+        let h = wd.report(r);
+        let n = r.name();
         values.extend([
             kv(&format!("{n}.state"), h.state),
             kv(&format!("{n}.execution_provider"), &i.provider),
+            kv(&format!("{n}.takes_instruction"), i.takes_instruction),
             kv(&format!("{n}.runs"), h.runs),
             kv(&format!("{n}.failures"), h.failures),
             kv(&format!("{n}.cooldown_s"), format!("{:.1}", h.cooldown.as_secs_f64())),
@@ -83,7 +105,11 @@ pub fn diagnostics(stamp: Time, wd: &Watchdog, info: &[PolicyInfo; 2], decision:
         hardware_id: "mobile_vla".into(),
         values,
     };
-    let (level, message) = match (&decision.source, &decision.lock) {
+    let mux = ctl.mux();
+    let d = ctl.decision();
+    let source = d.source.map(|s| mux.source_name(s));
+    let lock = d.lock.map(|l| mux.lock_name(l));
+    let (level, message) = match (source, lock) {
         (None, Some(lock)) => (DiagnosticStatus::WARN as u8, format!("lock '{lock}' engaged: zero velocity")),
         (Some(src), _) => (DiagnosticStatus::OK as u8, format!("'{src}' in control")),
         (None, None) => (DiagnosticStatus::OK as u8, "no fresh command: zero velocity".to_string()),
@@ -94,9 +120,9 @@ pub fn diagnostics(stamp: Time, wd: &Watchdog, info: &[PolicyInfo; 2], decision:
         message,
         hardware_id: "mobile_vla".into(),
         values: vec![
-            kv("active_source", decision.source.as_deref().unwrap_or("none")),
-            kv("active_lock", decision.lock.as_deref().unwrap_or("none")),
-            kv("autonomy", if paused { "paused" } else { "enabled" }),
+            kv("active_source", source.unwrap_or("none")),
+            kv("active_lock", lock.unwrap_or("none")),
+            kv("autonomy", if ctl.autonomy_enabled() { "enabled" } else { "paused" }),
         ],
     };
     DiagnosticArray { header: Header { stamp, frame_id: String::new() }, status: vec![policy, output] }

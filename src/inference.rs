@@ -2,25 +2,31 @@
 //!
 //! Owns the policy (its ONNX Runtime session is loaded and warmed here, so a
 //! TensorRT engine build never blocks the node from publishing zero), the
-//! staleness check of frames, and the per-run timings. It reports what
-//! happened as [`Event`]s; it never publishes anything itself, and it never
-//! decides whether an action may move the robot.
+//! instruction the policy runs under (tagged with its generation), skipping
+//! frames that cannot drive (the control core's freshness rule, on the node's
+//! clock) and the per-run timings. It reports what happened as [`Event`]s; it
+//! never publishes anything itself, and it never decides whether an action
+//! may move the robot.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use mobile_vla_core::command_mux::Velocity;
 use mobile_vla_core::config::ModelConfig;
+use mobile_vla_core::control::{Freshness, Generation, RunOutcome, Skip};
 use mobile_vla_core::inbox::Inbox;
 use mobile_vla_core::preprocess::RawFrame;
+use mobile_vla_core::run_tracker::RunTracker;
 use mobile_vla_core::watchdog::Role;
 use mobile_vla_policy::policy::{init_runtime, Timings};
-use mobile_vla_policy::{Action, Policy, PolicyError};
+use mobile_vla_policy::{Action, Policy, PolicyError, RunOptions};
 use r2r::{builtin_interfaces::msg::Time, sensor_msgs::msg as sensor};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
+
+use crate::ros_clock::{stamp_s, NodeClock};
 
 /// A camera frame as it arrived, raw or compressed.
 pub enum Frame {
@@ -43,99 +49,125 @@ pub struct SeqFrame {
     pub frame: Arc<Frame>,
 }
 
-/// Lets the node cancel a run that hangs: it sees when the current run
-/// started and can terminate it through ONNX Runtime's run options.
+/// Lets the node cancel a run that hangs: which run is in flight, since when,
+/// and ONNX Runtime's run options to terminate it with. The options exist
+/// once the worker has loaded ONNX Runtime (never before: the configured
+/// library must be the first one loaded).
+#[derive(Default)]
 pub struct RunWatch {
-    started: Mutex<Option<Instant>>,
-    options: mobile_vla_policy::RunOptions,
-    cancelled: AtomicBool,
+    tracker: Mutex<RunTracker>,
+    options: OnceLock<RunOptions>,
 }
 
 impl RunWatch {
-    pub fn new() -> Result<Self, PolicyError> {
-        Ok(Self {
-            started: Mutex::new(None),
-            options: mobile_vla_policy::RunOptions::new().map_err(|e| PolicyError::Run(e.to_string()))?,
-            cancelled: AtomicBool::new(false),
-        })
+    fn tracker(&self) -> MutexGuard<'_, RunTracker> {
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How long the current run has been going, if one is.
-    pub fn running_for(&self) -> Option<Duration> {
-        self.started.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed())
-    }
-
-    /// Asks ONNX Runtime to stop the current run; it returns with an error,
-    /// reported as [`PolicyError::Cancelled`]. Returns false if already asked.
-    pub fn cancel(&self) -> bool {
-        if self.cancelled.swap(true, Ordering::SeqCst) {
-            return false;
+    /// Terminates the run in flight if it has run longer than `limit`; true
+    /// when it did. Decided and done under one lock, so a run that ends
+    /// meanwhile is never cancelled after the fact.
+    pub fn cancel_if_overdue(&self, limit: Duration) -> bool {
+        let mut t = self.tracker();
+        let overdue = t.cancel_if_overdue(Instant::now(), limit).is_some();
+        if overdue {
+            self.terminate();
         }
-        if let Err(e) = self.options.terminate() {
+        overdue
+    }
+
+    /// Terminates whatever runs (shutdown).
+    pub fn cancel_current(&self) {
+        let mut t = self.tracker();
+        if t.cancel_current().is_some() {
+            self.terminate();
+        }
+    }
+
+    fn terminate(&self) {
+        if let Some(Err(e)) = self.options.get().map(|o| o.terminate()) {
             warn!("could not cancel the run: {e}");
         }
-        true
     }
 }
 
-/// Instruction changes: `None` means "no task".
-pub type Control = Option<String>;
+/// Instruction changes: the generation they start, and the text (`None`: no task).
+pub type Control = (Generation, Option<String>);
 
 pub type FrameInbox = Inbox<SeqFrame, Control>;
-
-/// Why a frame never reached the model.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Skip {
-    NoInstruction,
-    Unstamped,
-    Stale { age_s: f64 },
-    BadFrame(String),
-    NotLoaded,
-}
-
-impl std::fmt::Display for Skip {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Skip::NoInstruction => write!(f, "no instruction: the robot holds still until one arrives"),
-            Skip::Unstamped => write!(f, "frame has no header stamp; it cannot be checked for freshness"),
-            Skip::Stale { age_s } => write!(f, "frame is stale ({age_s:.3} s old)"),
-            Skip::BadFrame(e) => write!(f, "frame rejected: {e}"),
-            Skip::NotLoaded => write!(f, "the policy is not loaded"),
-        }
-    }
-}
 
 /// One policy run.
 pub struct RunReport {
     pub role: Role,
+    pub generation: Generation,
+    /// When the run took its frame.
+    pub started: Instant,
     pub frame_seq: u64,
     pub stamp: Time,
     pub frame_id: String,
     pub provider: String,
     pub result: Result<Action, PolicyError>,
-    /// Frame stamp to inference start, seconds.
+    /// Frame stamp to inference start, seconds (node clock).
     pub frame_age_s: f64,
     pub timings: Timings,
     pub dropped: u64,
 }
 
+impl RunReport {
+    /// What the control core needs to know about how the run ended.
+    pub fn outcome(&self) -> RunOutcome {
+        match &self.result {
+            Ok(a) => RunOutcome::Action { command: velocity(a), raw_max_abs: a.raw_max_abs as f64 },
+            Err(PolicyError::NonFinite(_)) => RunOutcome::NonFinite,
+            Err(PolicyError::Cancelled) => RunOutcome::Cancelled,
+            Err(e) => RunOutcome::Error(e.to_string()),
+        }
+    }
+}
+
+pub fn velocity(a: &Action) -> Velocity {
+    Velocity { x: a.linear_x as f64, y: a.linear_y as f64, wz: a.angular_z as f64 }
+}
+
 pub enum Event {
-    Loaded { role: Role, provider: String, stand_in: bool },
-    LoadFailed { role: Role, error: String },
+    /// `provider`: the execution provider that runs it; `takes_instruction`:
+    /// whether the model reads the instruction's text (it needs one to drive either way).
+    Loaded {
+        role: Role,
+        provider: String,
+        stand_in: bool,
+        takes_instruction: bool,
+    },
+    LoadFailed {
+        role: Role,
+        error: String,
+    },
     Ran(Box<RunReport>),
-    Skipped { role: Role, reason: Skip, dropped: u64 },
+    Skipped {
+        role: Role,
+        reason: Skip,
+        dropped: u64,
+    },
+    /// The inference thread panicked: this policy can no longer run.
+    Died {
+        role: Role,
+        why: String,
+    },
 }
 
 pub struct WorkerConfig {
     pub role: Role,
-    pub name: String,
     pub manifest: PathBuf,
     pub model: ModelConfig,
     pub onnxruntime_library: Option<PathBuf>,
     pub max_frame: (u32, u32),
-    pub max_age_s: f64,
+    pub freshness: Freshness,
+    pub clock: NodeClock,
 }
 
+/// Starts `cfg.role`'s inference thread. A panic in it is caught and reported
+/// as [`Event::Died`], so the node fails that policy over instead of waiting
+/// for results that never come.
 pub fn spawn(
     cfg: WorkerConfig,
     inbox: Arc<FrameInbox>,
@@ -143,17 +175,31 @@ pub fn spawn(
     events: UnboundedSender<Event>,
 ) -> JoinHandle<()> {
     std::thread::Builder::new()
-        .name(format!("infer-{}", cfg.name))
-        .spawn(move || run(cfg, &inbox, &watch, &events))
+        .name(format!("infer-{}", cfg.role))
+        .spawn(move || {
+            let role = cfg.role;
+            let run = std::panic::AssertUnwindSafe(|| run(cfg, &inbox, &watch, &events));
+            if let Err(panic) = std::panic::catch_unwind(run) {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panicked".into());
+                let _ = events.send(Event::Died { role, why: format!("panicked: {why}") });
+            }
+        })
         .expect("spawning the inference thread")
 }
 
-fn load(cfg: &WorkerConfig) -> Result<Policy, PolicyError> {
+fn load(cfg: &WorkerConfig, watch: &RunWatch) -> Result<Policy, PolicyError> {
     let env = init_runtime(cfg.onnxruntime_library.as_deref())?;
+    // Only now that the configured ONNX Runtime is loaded.
+    let options = RunOptions::new().map_err(|e| PolicyError::Runtime(e.to_string()))?;
+    let _ = watch.options.set(options);
     let first = cfg.model.providers.first().copied();
     if first == Some(mobile_vla_core::config::Provider::Tensorrt) {
         info!(
-            policy = %cfg.name,
+            policy = %cfg.role,
             "loading; if TensorRT runs it, the first start builds its engine, which takes minutes on an Orin \
              (cached in {} for later starts)",
             cfg.model.tensorrt.engine_cache_dir
@@ -187,7 +233,7 @@ fn warm_up(policy: &mut Policy) -> Result<(), PolicyError> {
     let frame = RawFrame { width: 64, height: 64, encoding: "rgb8", step: 64 * 3, data: &grey };
     policy.preprocess_raw(&frame).map_err(|e| PolicyError::Run(e.to_string()))?;
     policy.set_instruction("")?;
-    let ro = mobile_vla_policy::RunOptions::new().map_err(|e| PolicyError::Run(e.to_string()))?;
+    let ro = RunOptions::new().map_err(|e| PolicyError::Run(e.to_string()))?;
     match policy.infer(&ro) {
         // Warm-up proves the graph runs; judging its output is the watchdog's job, on real frames.
         Ok(_) | Err(PolicyError::NonFinite(_)) => {}
@@ -200,12 +246,13 @@ fn warm_up(policy: &mut Policy) -> Result<(), PolicyError> {
 
 fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &UnboundedSender<Event>) {
     let role = cfg.role;
-    let mut policy = match load(&cfg) {
+    let mut policy = match load(&cfg, watch) {
         Ok(p) => {
             let _ = events.send(Event::Loaded {
                 role,
                 provider: p.selection().describe(),
                 stand_in: p.manifest().manifest.stand_in,
+                takes_instruction: !p.instruction_free(),
             });
             Some(p)
         }
@@ -215,43 +262,49 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
         }
     };
     let provider = policy.as_ref().map(|p| p.selection().provider.ort_name().to_string()).unwrap_or_default();
-    let mut instruction: Control = None;
+    let mut generation = Generation::default();
+    let mut instruction: Option<String> = None;
 
     while let Some(delivery) = inbox.take(Duration::from_millis(200)) {
-        if let Some(change) = delivery.control {
-            instruction = change;
-            if let (Some(p), Some(text)) = (policy.as_mut(), instruction.as_deref()) {
-                match p.set_instruction(text) {
-                    Ok(true) => warn!(policy = %cfg.name, "instruction truncated to the model's text length"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        warn!(policy = %cfg.name, "{e}");
+        if let Some((g, text)) = delivery.control {
+            generation = g;
+            instruction = text;
+            if let Some(p) = policy.as_mut() {
+                match instruction.as_deref().map(|t| p.set_instruction(t)) {
+                    Some(Ok(true)) => {
+                        warn!(policy = %role, "instruction truncated to the model's text length")
+                    }
+                    Some(Ok(false)) => {}
+                    Some(Err(e)) => {
+                        warn!(policy = %role, "{e}");
                         instruction = None;
                     }
+                    None => p.clear_instruction(),
                 }
-            } else if let Some(p) = policy.as_mut() {
-                p.clear_instruction();
             }
         }
-        let Some(SeqFrame { seq, frame }) = delivery.frame else { continue };
+        let Some(SeqFrame { seq, frame }) = delivery.frame else {
+            continue;
+        };
+        let started = Instant::now();
         let skip = |reason| Event::Skipped { role, reason, dropped: delivery.dropped };
         let Some(p) = policy.as_mut() else {
             let _ = events.send(skip(Skip::NotLoaded));
             continue;
         };
-        if instruction.is_none() && !p.instruction_free() {
+        // Every model needs a task to drive, even one that does not read its text.
+        if instruction.is_none() {
             let _ = events.send(skip(Skip::NoInstruction));
             continue;
         }
         let header = frame.header();
-        let age = match frame_age_s(&header.stamp, cfg.max_age_s) {
+        let age = match cfg.freshness.check(stamp_s(&header.stamp), cfg.clock.now_s()) {
             Ok(age) => age,
             Err(reason) => {
                 let _ = events.send(skip(reason));
                 continue;
             }
         };
-        let t0 = Instant::now();
         let prepared = match frame.as_ref() {
             Frame::Raw(m) => p.preprocess_raw(&RawFrame {
                 width: m.width,
@@ -262,27 +315,29 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
             }),
             Frame::Compressed(m) => p.preprocess_compressed(&m.format, &m.data),
         };
-        let preprocess = t0.elapsed();
+        let preprocess = started.elapsed();
         if let Err(e) = prepared {
             let _ = events.send(skip(Skip::BadFrame(e.to_string())));
             continue;
         }
-        *watch.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        let outcome = p.infer(&watch.options);
-        *watch.started.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let run = watch.tracker().start(Instant::now());
+        let outcome = p.infer(watch.options.get().expect("set when the policy loaded"));
+        let cancelled = watch.tracker().finish(run);
         let (mut result, inference, postprocess) = match outcome {
             Ok((a, inf, post)) => (Ok(a), inf, post),
-            Err(e) => (Err(e), t0.elapsed() - preprocess, Duration::ZERO),
+            Err(e) => (Err(e), started.elapsed() - preprocess, Duration::ZERO),
         };
-        if watch.cancelled.swap(false, Ordering::SeqCst) {
+        if cancelled {
             // Whatever the run returned, it was cancelled: it drives nothing.
             result = Err(PolicyError::Cancelled);
-            if let Err(e) = watch.options.unterminate() {
+            if let Some(Err(e)) = watch.options.get().map(|o| o.unterminate()) {
                 warn!("could not re-arm the run options: {e}");
             }
         }
         let report = RunReport {
             role,
+            generation,
+            started,
             frame_seq: seq,
             stamp: header.stamp.clone(),
             frame_id: header.frame_id.clone(),
@@ -296,22 +351,4 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
             break;
         }
     }
-}
-
-/// Seconds from `stamp` (system clock, as cameras stamp frames) to now.
-pub fn seconds_since(stamp: &Time) -> f64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-    now - (stamp.sec as f64 + stamp.nanosec as f64 * 1e-9)
-}
-
-/// Seconds from the frame's stamp to now; refuses unstamped, stale and future frames.
-fn frame_age_s(stamp: &Time, max_age_s: f64) -> Result<f64, Skip> {
-    if stamp.sec == 0 && stamp.nanosec == 0 {
-        return Err(Skip::Unstamped);
-    }
-    let age = seconds_since(stamp);
-    if age > max_age_s || age < -max_age_s {
-        return Err(Skip::Stale { age_s: age });
-    }
-    Ok(age)
 }

@@ -9,6 +9,7 @@ mod command_out;
 mod diagnostics;
 mod inference;
 mod node;
+mod ros_clock;
 mod ros_params;
 
 use std::path::PathBuf;
@@ -28,6 +29,12 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    // A panic anywhere is an error in the log, not only a line on stderr.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |panic| {
+        error!("panic: {panic}");
+        default_hook(panic);
+    }));
 
     if let Err(e) = ros_params::check_params_files(std::env::args()) {
         error!("{e}");
@@ -62,14 +69,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = check_action_range(&config, &files) {
+        error!("{e}");
+        return ExitCode::from(2);
+    }
     let name = ros_node.fully_qualified_name().unwrap_or_else(|_| NODE_NAME.into());
     info!(node = %name, share = %share.display(), "starting with {config:?}");
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             error!("could not start the async runtime: {e}");
@@ -88,6 +95,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// `watchdog.max_abs_action` judges the raw action, before the manifest's
+/// clip: at or below the clip it would fail the policy on actions the model
+/// is documented to produce, and the clip would never act. Manifests that do
+/// not load are left to the policy's load, which reports them.
+fn check_action_range(config: &Config, files: &node::Files) -> Result<(), mobile_vla_core::config::ConfigError> {
+    let max_abs = config.watchdog.max_abs_action;
+    for path in [&files.hybrid_manifest, &files.pure_manifest] {
+        let Ok(m) = mobile_vla_policy::manifest::Manifest::load(path) else {
+            continue;
+        };
+        let clip = m.manifest.action.clip;
+        if clip.iter().any(|c| max_abs <= *c as f64) {
+            return Err(mobile_vla_core::config::ConfigError {
+                key: "watchdog.max_abs_action".into(),
+                value: max_abs.to_string(),
+                allowed: format!(
+                    "a value above every action.clip {clip:?} of {}: the invalid-output check judges the action \
+                     before that clip, so at or below it the clip never acts",
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The package's share directory: beside the installed binary
 /// (`<prefix>/lib/mobile_vla/<exe>` -> `<prefix>/share/mobile_vla`), else the
 /// first `AMENT_PREFIX_PATH` entry that has it, else the working directory.
@@ -102,8 +135,5 @@ fn share_dir() -> PathBuf {
                 .find(|p| p.join("package.xml").is_file())
         })
     };
-    beside_exe
-        .filter(|p| p.join("package.xml").is_file())
-        .or_else(from_ament)
-        .unwrap_or_else(|| PathBuf::from("."))
+    beside_exe.filter(|p| p.join("package.xml").is_file()).or_else(from_ament).unwrap_or_else(|| PathBuf::from("."))
 }

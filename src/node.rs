@@ -2,11 +2,13 @@
 //!
 //! Owns the subscriptions, publishers, the rcl spin thread, the inference
 //! threads (hybrid and pure) and the shutdown sequence. It decides nothing
-//! itself: the `Watchdog` says which policy's results may drive, the
-//! `CommandMux` which source wins, the `OutputStage` what is published; with
-//! no fresh, valid source that is zero.
+//! itself: every event goes to the control core ([`Controller`]), and the shell
+//! carries out the [`Effects`] it returns (publish this command, start that
+//! worker, forward the instruction). Whatever way it ends, a panic included,
+//! its last word to the robot is zero velocity.
 
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,29 +17,27 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::stream::{select_all, BoxStream};
 use futures::StreamExt;
-use mobile_vla_core::command_mux::{CommandMux, Decision, LockSpec, SourceSpec, Velocity};
-use mobile_vla_core::config::{Config, Transport};
-use mobile_vla_core::limits::{Limits, OutputStage};
-use mobile_vla_core::throttle::Throttle;
-use mobile_vla_core::watchdog::{Outcome, Role, Switch, Watchdog, WatchdogConfig};
-use mobile_vla_policy::PolicyError;
+use mobile_vla_core::command_mux::{LockId, LockSpec, SourceId, SourceSpec, Velocity};
+use mobile_vla_core::config::{Config, ModelConfig, Transport};
+use mobile_vla_core::control::{ControlConfig, Controller, Effects, FallbackMode, Freshness, RunResult, StatusView};
+use mobile_vla_core::limits::Limits;
+use mobile_vla_core::watchdog::{ByRole, Role, WatchdogConfig};
 use r2r::{
     diagnostic_msgs::msg::DiagnosticArray, geometry_msgs::msg as geo, mobile_vla_msgs::msg as vla,
     sensor_msgs::msg as sensor, std_msgs::msg as std_msg, std_srvs::srv::SetBool, QosProfile,
 };
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::command_out::{from_twist, twist, velocity, CommandPublisher};
-use crate::diagnostics::{self, role_name, PolicyInfo, ROLES};
-use crate::inference::{self, Event, Frame, FrameInbox, RunReport, RunWatch, SeqFrame, Skip, WorkerConfig};
+use crate::command_out::{from_twist, twist, CommandPublisher};
+use crate::diagnostics::{self, PolicyInfo};
+use crate::inference::{self, Control, Event, Frame, FrameInbox, RunReport, RunWatch, SeqFrame, WorkerConfig};
+use crate::ros_clock::{stamp_s, NodeClock};
 
 /// How long the final zero command is given to reach reliable subscribers
 /// before the node's publishers are torn down.
 const FINAL_ZERO_GRACE: Duration = Duration::from_millis(300);
-
-/// The autonomy source's index in the mux.
-const POLICY: usize = 0;
 
 /// Spins rcl on its own thread until told to stop; gives the node back on join
 /// so publishers stay valid until the very end.
@@ -62,21 +62,34 @@ impl Spinner {
         Self { stop, thread }
     }
 
-    fn stop(self) -> r2r::Node {
+    fn stop(self) -> Option<r2r::Node> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("rcl spin thread panicked")
+        self.thread.join().ok()
+    }
+}
+
+/// Publishes zero velocity when dropped, unless disarmed: on a panic that
+/// unwinds through the shell, the robot still gets its final zero.
+struct FinalZero {
+    commands: Rc<CommandPublisher>,
+    armed: bool,
+}
+
+impl Drop for FinalZero {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        error!("the node is failing: sending zero velocity");
+        if let Err(e) = self.commands.publish(Velocity::ZERO) {
+            error!("publishing the final zero command failed: {e}");
+        }
+        std::thread::sleep(FINAL_ZERO_GRACE);
     }
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn idx(r: Role) -> usize {
-    match r {
-        Role::Primary => 0,
-        Role::Fallback => 1,
-    }
 }
 
 /// An inference thread and the handles to feed and supervise it.
@@ -86,92 +99,71 @@ struct Worker {
     thread: JoinHandle<()>,
 }
 
-/// The shell's mutable state and everything it publishes.
+/// The shell's handles and what it publishes; every decision is `ctl`'s.
 struct Shell {
-    commands: CommandPublisher,
+    ctl: Controller,
+    commands: Rc<CommandPublisher>,
     status_pub: r2r::Publisher<vla::Status>,
     stats_pub: r2r::Publisher<vla::InferenceStats>,
     diag_pub: r2r::Publisher<DiagnosticArray>,
-    clock: r2r::Clock,
-    max_instruction_bytes: usize,
-    max_frame_age_s: f64,
+    clock: NodeClock,
     hard_timeout: Duration,
-    workers: [Option<Worker>; 2],
+    workers: ByRole<Option<Worker>>,
     /// Worker configurations not started yet (a lazily loaded fallback).
-    pending: [Option<WorkerConfig>; 2],
+    pending: ByRole<Option<WorkerConfig>>,
     events_tx: mpsc::UnboundedSender<Event>,
-    watchdog: Watchdog,
-    info: [PolicyInfo; 2],
-    /// Source 0 is the policy; then the configured teleop sources.
-    mux: CommandMux,
-    stage: OutputStage,
-    last_publish: Instant,
-    decision: Decision,
-    instruction: Option<String>,
-    /// Why the active policy's latest frame did not drive, when it did not.
-    hold_reason: Option<String>,
+    info: ByRole<PolicyInfo>,
+    /// The latest instruction change, for a worker started after it.
+    instruction: Option<Control>,
     frame_seq: u64,
     /// The newest frame, handed to a policy that takes over so it need not
     /// wait for the next one.
     newest: Option<Arc<Frame>>,
     command_seq: u64,
     dropped_pending: u64,
-    /// (state, reason, active policy, source, lock) last published.
-    last_status: Option<[String; 5]>,
-    throttle: Throttle,
+    last_status: Option<StatusView>,
 }
 
 impl Shell {
-    fn stamp(&mut self) -> r2r::builtin_interfaces::msg::Time {
-        self.clock.get_now().map(|t| r2r::Clock::to_builtin_time(&t)).unwrap_or_default()
+    /// Carries out what the core decided.
+    fn apply(&mut self, fx: Effects) {
+        if let Some(control) = fx.instruction {
+            for w in self.workers.0.iter().flatten() {
+                w.inbox.put_control(control.clone());
+            }
+            self.instruction = Some(control);
+        }
+        for role in fx.start {
+            self.spawn_worker(role);
+        }
+        if let (Some(role), Some(frame)) = (fx.hand_newest_to, &self.newest) {
+            if let Some(w) = &self.workers[role] {
+                w.inbox.put_frame(SeqFrame { seq: self.frame_seq, frame: frame.clone() });
+            }
+        }
+        if let Some(v) = fx.publish {
+            match self.commands.publish(v) {
+                Ok(()) => self.command_seq += 1,
+                Err(e) => warn!("publishing the command failed: {e}"),
+            }
+        }
+        if fx.diagnostics {
+            self.publish_diagnostics();
+        }
+        self.publish_status(true);
     }
 
     fn spawn_worker(&mut self, role: Role) {
-        let Some(cfg) = self.pending[idx(role)].take() else { return };
-        let watch = match RunWatch::new() {
-            Ok(w) => Arc::new(w),
-            Err(e) => {
-                self.on_event(Event::LoadFailed { role, error: e.to_string() });
-                return;
-            }
+        let Some(cfg) = self.pending[role].take() else {
+            return;
         };
         let inbox: Arc<FrameInbox> = Arc::default();
-        if self.instruction.is_some() {
-            inbox.put_control(self.instruction.clone());
+        if let Some(control) = &self.instruction {
+            inbox.put_control(control.clone());
         }
+        let watch: Arc<RunWatch> = Arc::default();
         let thread = inference::spawn(cfg, inbox.clone(), watch.clone(), self.events_tx.clone());
-        self.workers[idx(role)] = Some(Worker { inbox, watch, thread });
-    }
-
-    /// Decides, shapes and publishes the command for this instant.
-    fn publish_command(&mut self) -> bool {
-        let now = Instant::now();
-        let d = self.mux.decide(now);
-        // A lock that silences everything stops at once, without the ramp.
-        let hard_stop = d.lock.is_some() && d.source.is_none();
-        let out = self.stage.step(d.command, now.duration_since(self.last_publish), hard_stop);
-        self.last_publish = now;
-        let changed = d.source != self.decision.source || d.lock != self.decision.lock;
-        self.decision = d;
-        if changed {
-            info!(
-                source = self.decision.source.as_deref().unwrap_or("none"),
-                lock = self.decision.lock.as_deref().unwrap_or("none"),
-                "command source changed"
-            );
-            self.publish_status(true);
-            self.publish_diagnostics();
-        }
-        match self.commands.publish(out) {
-            Ok(()) => {
-                self.command_seq += 1;
-                true
-            }
-            Err(e) => {
-                warn!("publishing the command failed: {e}");
-                false
-            }
-        }
+        self.workers[role] = Some(Worker { inbox, watch, thread });
     }
 
     fn on_frame(&mut self, frame: Frame) {
@@ -179,296 +171,113 @@ impl Shell {
         let now = Instant::now();
         let frame = Arc::new(frame);
         self.newest = Some(frame.clone());
-        for role in ROLES {
-            if let Some(w) = &self.workers[idx(role)] {
-                if self.watchdog.wants_frames(role, now) {
+        for (role, w) in self.workers.iter() {
+            if let Some(w) = w {
+                if self.ctl.wants_frame(role, now) {
                     w.inbox.put_frame(SeqFrame { seq: self.frame_seq, frame: frame.clone() });
                 }
             }
         }
     }
 
-    fn on_source(&mut self, i: usize, v: Velocity) {
-        if let Err(refused) = self.mux.command(i, v, Instant::now()) {
-            if let Some(n) = self.throttle.allow("non_finite_command", Instant::now()) {
-                warn!(suppressed = n, "non-finite command refused, not forwarded: {refused:?}");
+    /// Every tick: cancel runs past the hard timeout (hangs), then publish.
+    fn on_tick(&mut self) {
+        for role in Role::ALL {
+            let hung = self.workers[role].as_ref().is_some_and(|w| w.watch.cancel_if_overdue(self.hard_timeout));
+            if hung {
+                let fx = self.ctl.run_cancelled(role, Instant::now());
+                self.apply(fx);
             }
         }
-    }
-
-    fn on_lock(&mut self, i: usize, engaged: bool) {
-        self.mux.lock(i, engaged, Instant::now());
-        // Engaging a lock takes effect now, not at the next tick.
-        self.publish_command();
-    }
-
-    fn set_autonomy(&mut self, enabled: bool) -> String {
-        let was = self.mux.is_enabled(POLICY);
-        self.mux.set_enabled(POLICY, enabled);
-        let msg = match (was, enabled) {
-            (true, false) => "autonomy paused: the policy's commands are ignored",
-            (false, true) => "autonomy resumed",
-            (_, true) => "autonomy already running",
-            (_, false) => "autonomy already paused",
-        };
-        info!("{msg}");
-        self.publish_command();
-        self.publish_status(true);
-        msg.to_string()
-    }
-
-    /// The original team's start / stop / pause / resume commands.
-    fn on_system_control(&mut self, cmd: &str) {
-        match cmd.trim().to_ascii_lowercase().as_str() {
-            "start" | "resume" => {
-                self.set_autonomy(true);
-            }
-            "pause" => {
-                self.set_autonomy(false);
-            }
-            "stop" => {
-                self.set_autonomy(false);
-                self.on_instruction(String::new());
-            }
-            other => warn!("unknown system_control command '{other}' (start, stop, pause, resume)"),
-        }
-    }
-
-    fn on_instruction(&mut self, text: String) {
-        let trimmed = text.trim();
-        let next = if trimmed.is_empty() {
-            warn!("empty instruction: the robot holds still until a task arrives");
-            None
-        } else if text.len() > self.max_instruction_bytes {
-            warn!(
-                bytes = text.len(),
-                max = self.max_instruction_bytes,
-                "instruction longer than instruction.max_bytes rejected: the robot holds still"
-            );
-            None
-        } else {
-            info!(instruction = %trimmed, "new instruction");
-            Some(trimmed.to_string())
-        };
-        if next != self.instruction {
-            // A new task must not be driven by the old task's last command.
-            self.mux.clear(POLICY);
-            self.instruction = next.clone();
-            for w in self.workers.iter().flatten() {
-                w.inbox.put_control(next.clone());
-            }
-        }
-        self.publish_status(true);
-    }
-
-    /// Every tick: cancel runs that passed the hard timeout (a hang).
-    fn check_hangs(&mut self) {
-        for role in ROLES {
-            let Some(w) = &self.workers[idx(role)] else { continue };
-            let hung = w.watch.running_for().is_some_and(|t| t > self.hard_timeout);
-            if hung && w.watch.cancel() {
-                warn!(policy = %role_name(role), "run exceeded the hard timeout: cancelling it");
-                // Counted now: a run that never comes back must still fail its policy.
-                let v = self.watchdog.verdict(role, Outcome::Timeout, Instant::now());
-                self.after_verdict(v.switch);
-            }
-        }
-    }
-
-    fn after_verdict(&mut self, switch: Option<Switch>) {
-        if let Some(s) = switch {
-            match s.to {
-                Some(Role::Primary) => info!("policy switch: {s}"),
-                Some(Role::Fallback) => warn!("policy switch: {s}"),
-                None => error!("policy switch: {s}; the robot is held still"),
-            }
-            // The new policy must produce its own command before anything drives;
-            // it starts on the newest frame (its own staleness check still applies).
-            self.mux.clear(POLICY);
-            if let (Some(to), Some(frame)) = (s.to, &self.newest) {
-                if let Some(w) = &self.workers[idx(to)] {
-                    w.inbox.put_frame(SeqFrame { seq: self.frame_seq, frame: frame.clone() });
-                }
-            }
-            if s.to.is_none() || s.to == Some(Role::Fallback) {
-                // A lazily loaded fallback starts loading the first time it is needed.
-                self.spawn_worker(Role::Fallback);
-            }
-            self.publish_command();
-            self.publish_diagnostics();
-        }
-        self.publish_status(true);
-    }
-
-    fn state_and_reason(&self) -> (String, String) {
-        let d = &self.decision;
-        let policy_reason = || {
-            if let Some(r) = self.watchdog.reason() {
-                r
-            } else if self.instruction.is_none() {
-                Skip::NoInstruction.to_string()
-            } else if let Some(r) = &self.hold_reason {
-                r.clone()
-            } else if d.source.is_none() {
-                "waiting for camera frames".into()
-            } else {
-                String::new()
-            }
-        };
-        let starting = ROLES.iter().all(|r| self.watchdog.report(*r).state == "loading")
-            || (self.watchdog.active().is_none() && self.watchdog.report(Role::Primary).state == "loading");
-        // The values of Status.msg's STATE_* constants.
-        let (state, reason) = match (&d.source, &d.lock) {
-            (None, Some(lock)) => ("safe_stop", format!("lock '{lock}' engaged")),
-            (Some(src), _) if src != "policy" => ("running", String::new()),
-            _ if !self.mux.is_enabled(POLICY) => ("paused", "autonomy paused".to_string()),
-            _ if starting => ("starting", "loading the policies".to_string()),
-            _ => match policy_reason() {
-                r if r.is_empty() => ("running", r),
-                r => ("safe_stop", r),
-            },
-        };
-        (state.to_string(), reason)
+        let fx = self.ctl.tick(Instant::now());
+        self.apply(fx);
     }
 
     fn publish_status(&mut self, only_if_changed: bool) {
-        let (state, reason) = self.state_and_reason();
-        let active_policy = self.watchdog.active().map(role_name).unwrap_or_default().to_string();
-        let source = self.decision.source.clone().unwrap_or_default();
-        let lock = self.decision.lock.clone().unwrap_or_default();
-        let key = [state.clone(), reason.clone(), active_policy.clone(), source.clone(), lock.clone()];
-        let changed = self.last_status.as_ref() != Some(&key);
+        let view = self.ctl.status();
+        let changed = self.last_status.as_ref() != Some(&view);
         if only_if_changed && !changed {
             return;
         }
-        if changed && self.last_status.as_ref().is_none_or(|k| k[..2] != key[..2]) {
-            if reason.is_empty() {
-                info!(state = %state, "status");
+        if changed && self.last_status.as_ref().is_none_or(|l| (l.state, &l.reason) != (view.state, &view.reason)) {
+            if view.reason.is_empty() {
+                info!(state = view.state.as_str(), "status");
             } else {
-                info!(state = %state, reason = %reason, "status");
+                info!(state = view.state.as_str(), reason = %view.reason, "status");
             }
         }
-        self.last_status = Some(key);
-        let status = vla::Status {
-            stamp: self.stamp(),
-            state,
-            reason,
-            active_policy,
-            active_source: source,
-            active_lock: lock,
-            policies: ROLES.iter().map(|r| diagnostics::policy_status(&self.watchdog, *r, &self.info[idx(*r)])).collect(),
-        };
-        if let Err(e) = self.status_pub.publish(&status) {
+        let msg = diagnostics::status(self.clock.stamp(), &view, &self.ctl, &self.info);
+        self.last_status = Some(view);
+        if let Err(e) = self.status_pub.publish(&msg) {
             warn!("publishing ~/status failed: {e}");
         }
     }
 
     fn publish_diagnostics(&mut self) {
-        let stamp = self.stamp();
-        let msg = diagnostics::diagnostics(stamp, &self.watchdog, &self.info, &self.decision, !self.mux.is_enabled(POLICY));
+        let msg = diagnostics::diagnostics(self.clock.stamp(), &self.ctl, &self.info);
         if let Err(e) = self.diag_pub.publish(&msg) {
             warn!("publishing /diagnostics failed: {e}");
         }
     }
 
     fn on_event(&mut self, ev: Event) {
-        match ev {
-            Event::Loaded { role, provider, stand_in } => {
-                let name = role_name(role);
-                info!(policy = %name, execution_provider = %provider, "policy loaded");
+        let now = Instant::now();
+        let fx = match ev {
+            Event::Loaded { role, provider, stand_in, takes_instruction } => {
+                info!(policy = %role, execution_provider = %provider, "policy loaded");
                 if stand_in {
-                    warn!(policy = %name, "this is a STAND-IN model, not a trained policy: do not drive a real robot with it");
+                    warn!(policy = %role, "this is a STAND-IN model, not a trained policy: do not drive a real robot with it");
                 }
-                let info = &mut self.info[idx(role)];
+                if !takes_instruction {
+                    info!(policy = %role, "this model reads no instruction text: it drives only while an instruction is set, and ignores its words");
+                }
+                let info = &mut self.info[role];
                 info.loaded = true;
+                info.takes_instruction = takes_instruction;
                 info.provider = provider.split(' ').next().unwrap_or_default().to_string();
-                let s = self.watchdog.loaded(role, Ok(()), Instant::now());
-                self.after_verdict(s);
+                self.ctl.loaded(role, Ok(()), now)
             }
-            Event::LoadFailed { role, error } => {
-                let name = role_name(role);
-                error!(policy = %name, "POLICY NOT LOADED ({name}): {error}");
-                let s = self.watchdog.loaded(role, Err(error), Instant::now());
-                if role == Role::Primary {
-                    self.spawn_worker(Role::Fallback);
-                }
-                self.after_verdict(s);
-            }
+            Event::LoadFailed { role, error } => self.ctl.loaded(role, Err(error), now),
             Event::Skipped { role, reason, dropped } => {
                 self.dropped_pending += dropped;
-                if self.watchdog.active() != Some(role) {
-                    return;
-                }
-                self.mux.clear(POLICY);
-                let kind = match &reason {
-                    Skip::BadFrame(_) => "bad_frame",
-                    Skip::Stale { .. } | Skip::Unstamped => "stale",
-                    Skip::NoInstruction | Skip::NotLoaded => "idle",
-                };
-                if kind != "idle" {
-                    if let Some(n) = self.throttle.allow(kind, Instant::now()) {
-                        warn!(suppressed = n, "{reason}; no command from this frame");
-                    }
-                    self.hold_reason = Some(reason.to_string());
-                }
-                self.publish_status(true);
+                self.ctl.skipped(role, &reason, now)
             }
-            Event::Ran(report) => self.on_run(*report),
-        }
+            Event::Died { role, why } => self.ctl.worker_exited(role, &why, now),
+            Event::Ran(report) => return self.on_run(*report),
+        };
+        self.apply(fx);
     }
 
     fn on_run(&mut self, r: RunReport) {
-        let now = Instant::now();
         let t = &r.timings;
         let total = t.preprocess + t.inference + t.postprocess;
-        let (outcome, stats_outcome) = match &r.result {
-            Ok(a) => {
-                let max_abs = [a.linear_x, a.linear_y, a.angular_z].iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
-                (Some(Outcome::Ok { latency: total, max_abs }), vla::InferenceStats::OUTCOME_OK as u8)
-            }
-            Err(PolicyError::NonFinite(_)) => (Some(Outcome::NonFinite), vla::InferenceStats::OUTCOME_INVALID_OUTPUT as u8),
-            // Already counted when the run was cancelled.
-            Err(PolicyError::Cancelled) => (None, vla::InferenceStats::OUTCOME_TIMEOUT as u8),
-            Err(e) => (Some(Outcome::Error(e.to_string())), vla::InferenceStats::OUTCOME_ERROR as u8),
+        let result = RunResult {
+            role: r.role,
+            generation: r.generation,
+            started: r.started,
+            stamp_s: stamp_s(&r.stamp).unwrap_or(0.0),
+            latency: total,
+            outcome: r.outcome(),
         };
-        let verdict = outcome.map(|o| self.watchdog.verdict(r.role, o, now));
-        let drive = verdict.as_ref().is_some_and(|v| v.drive);
-        let name = role_name(r.role);
-        if let Err(e) = &r.result {
-            if let Some(n) = self.throttle.allow("inference", now) {
-                warn!(suppressed = n, policy = %name, "{e}; no command from this frame");
-            }
-        }
-        let mut command_seq = 0;
-        let mut stamp_to_publish_ms = 0.0;
-        if drive {
-            let age = inference::seconds_since(&r.stamp);
-            if age > self.max_frame_age_s {
-                // The run took so long that its frame went stale meanwhile.
-                self.mux.clear(POLICY);
-                self.hold_reason = Some(Skip::Stale { age_s: age }.to_string());
-            } else if let Ok(a) = &r.result {
-                self.hold_reason = None;
-                self.on_source(POLICY, velocity(a));
-                // A fresh action goes out at once rather than waiting for the next tick.
-                if self.publish_command() {
-                    command_seq = self.command_seq;
-                    stamp_to_publish_ms = inference::seconds_since(&r.stamp) * 1e3;
-                }
-            }
-        } else if self.watchdog.active() == Some(r.role) || self.watchdog.active().is_none() {
-            self.mux.clear(POLICY);
-        }
-        self.after_verdict(verdict.and_then(|v| v.switch));
-
+        let fx = self.ctl.ran(&result, self.clock.now_s(), Instant::now());
+        let drove = fx.drove;
+        self.apply(fx);
+        let (command_seq, stamp_to_publish_ms) =
+            if drove { (self.command_seq, (self.clock.now_s() - result.stamp_s) * 1e3) } else { (0, 0.0) };
+        let outcome = match &r.result {
+            Ok(_) => vla::InferenceStats::OUTCOME_OK as u8,
+            Err(mobile_vla_policy::PolicyError::NonFinite(_)) => vla::InferenceStats::OUTCOME_INVALID_OUTPUT as u8,
+            Err(mobile_vla_policy::PolicyError::Cancelled) => vla::InferenceStats::OUTCOME_TIMEOUT as u8,
+            Err(_) => vla::InferenceStats::OUTCOME_ERROR as u8,
+        };
         let stats = vla::InferenceStats {
             header: std_msg::Header { stamp: r.stamp.clone(), frame_id: r.frame_id.clone() },
             frame_seq: r.frame_seq,
             command_seq,
-            policy: name.into(),
+            policy: r.role.name().into(),
             execution_provider: r.provider.clone(),
-            fallback_active: self.watchdog.active() == Some(Role::Fallback),
-            outcome: stats_outcome,
+            fallback_active: self.ctl.watchdog().active() == Some(Role::Fallback),
+            outcome,
             frame_age_ms: r.frame_age_s * 1e3,
             preprocess_ms: ms(t.preprocess),
             inference_ms: ms(t.inference),
@@ -476,7 +285,7 @@ impl Shell {
             total_ms: ms(total),
             stamp_to_publish_ms,
             frames_dropped: (self.dropped_pending + r.dropped).min(u32::MAX as u64) as u32,
-            action: r.result.as_ref().map(|a| twist(velocity(a))).unwrap_or_default(),
+            action: r.result.as_ref().map(|a| twist(inference::velocity(a))).unwrap_or_default(),
         };
         self.dropped_pending = 0;
         if let Err(e) = self.stats_pub.publish(&stats) {
@@ -503,10 +312,67 @@ fn watchdog_config(c: &Config) -> WatchdogConfig {
         max_cooldown: Duration::from_secs_f64(w.max_cooldown_s),
         recovery_successes: w.recovery_successes,
         stable_after: Duration::from_secs_f64(w.stable_after_s),
+        start_timeout: Duration::from_secs_f64(w.start_timeout_s),
+    }
+}
+
+/// The control core's configuration; sources and locks keep the order of
+/// `mux.sources` / `mux.locks`, so their ids are positions in those maps (+1
+/// for sources: the policy is the first).
+fn control_config(c: &Config) -> ControlConfig {
+    let fallback = match (c.watchdog.fallback_enabled, c.watchdog.lazy_fallback) {
+        (false, _) => FallbackMode::Disabled,
+        (true, false) => FallbackMode::Eager,
+        (true, true) => FallbackMode::Lazy,
+    };
+    ControlConfig {
+        watchdog: watchdog_config(c),
+        fallback,
+        policy_priority: c.mux.autonomy_priority,
+        command_timeout: Duration::from_secs_f64(c.policy.command_timeout_s),
+        sources: c
+            .mux
+            .sources
+            .iter()
+            .map(|(name, s)| SourceSpec {
+                name: name.clone(),
+                priority: s.priority,
+                timeout: Duration::from_secs_f64(s.timeout_s),
+            })
+            .collect(),
+        locks: c
+            .mux
+            .locks
+            .iter()
+            .map(|(name, l)| LockSpec {
+                name: name.clone(),
+                priority: l.priority,
+                timeout: (l.timeout_s > 0.0).then(|| Duration::from_secs_f64(l.timeout_s)),
+            })
+            .collect(),
+        limits: Limits {
+            max_velocity: c.limits.max_velocity,
+            max_accel: c.limits.max_accel,
+            max_decel: c.limits.max_decel,
+            deadband: c.limits.deadband,
+            scale_velocities: c.limits.scale_velocities,
+        },
+        freshness: Freshness { max_age_s: c.camera.max_age_s, max_future_s: c.camera.max_future_s },
+        max_instruction_bytes: c.instruction.max_bytes,
     }
 }
 
 pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::Result<()> {
+    let clock = NodeClock::new(config.use_sim_time);
+    // Best effort, depth 1: how rclcpp's time source subscribes.
+    let mut sim_clock: BoxStream<'static, r2r::rosgraph_msgs::msg::Clock> = if config.use_sim_time {
+        info!("use_sim_time: frame ages and stamps follow /clock");
+        node.subscribe("/clock", QosProfile::default().best_effort().keep_last(1))
+            .context("subscribing to /clock")?
+            .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
     let camera_topic = config.camera.subscribed_topic();
     let mut frames: BoxStream<'static, Frame> = match config.camera.transport {
         Transport::Raw => node
@@ -523,8 +389,11 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
     let mut instructions = node
         .subscribe::<std_msg::String>(&config.instruction.topic, QosProfile::default())
         .with_context(|| format!("subscribing to {}", config.instruction.topic))?;
-    let commands = CommandPublisher::new(&mut node, &config.output)
-        .with_context(|| format!("advertising {}", config.output.topic))?;
+    let commands = Rc::new(
+        CommandPublisher::new(&mut node, &config.output, clock.clone())
+            .with_context(|| format!("advertising {}", config.output.topic))?,
+    );
+    let mut final_zero = FinalZero { commands: commands.clone(), armed: true };
     // Latched, so an operator's late `ros2 topic echo` still sees the current state.
     let status_pub = node
         .create_publisher::<vla::Status>("~/status", QosProfile::default().reliable().transient_local().keep_last(1))
@@ -538,37 +407,27 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
         .context("advertising /diagnostics")?;
 
     // Teleop and other command sources, and locks, as twist_mux has them.
-    let mut specs = vec![SourceSpec {
-        name: "policy".into(),
-        priority: config.mux.autonomy_priority,
-        timeout: Duration::from_secs_f64(config.policy.command_timeout_s),
-    }];
-    let mut sources: Vec<BoxStream<'static, (usize, Velocity)>> = Vec::new();
-    for (name, src) in &config.mux.sources {
-        let i = specs.len();
-        specs.push(SourceSpec { name: name.clone(), priority: src.priority, timeout: Duration::from_secs_f64(src.timeout_s) });
+    let mut sources: Vec<BoxStream<'static, (SourceId, Velocity)>> = Vec::new();
+    for (i, (name, src)) in config.mux.sources.iter().enumerate() {
+        let id = SourceId(i + 1);
         let qos = QosProfile::default().keep_last(1);
         let ctx = || format!("subscribing to {} (mux.sources.{name})", src.topic);
         sources.push(if src.stamped {
-            node.subscribe::<geo::TwistStamped>(&src.topic, qos).with_context(ctx)?.map(move |m| (i, from_twist(&m.twist))).boxed()
+            node.subscribe::<geo::TwistStamped>(&src.topic, qos)
+                .with_context(ctx)?
+                .map(move |m| (id, from_twist(&m.twist)))
+                .boxed()
         } else {
-            node.subscribe::<geo::Twist>(&src.topic, qos).with_context(ctx)?.map(move |m| (i, from_twist(&m))).boxed()
+            node.subscribe::<geo::Twist>(&src.topic, qos).with_context(ctx)?.map(move |m| (id, from_twist(&m))).boxed()
         });
     }
-    let mut lock_specs = Vec::new();
-    let mut locks: Vec<BoxStream<'static, (usize, bool)>> = Vec::new();
-    for (name, lock) in &config.mux.locks {
-        let i = lock_specs.len();
-        lock_specs.push(LockSpec {
-            name: name.clone(),
-            priority: lock.priority,
-            timeout: (lock.timeout_s > 0.0).then(|| Duration::from_secs_f64(lock.timeout_s)),
-        });
+    let mut locks: Vec<BoxStream<'static, (LockId, bool)>> = Vec::new();
+    for (i, (name, lock)) in config.mux.locks.iter().enumerate() {
         // Reliable: an e-stop must not be lost.
         let stream = node
             .subscribe::<std_msg::Bool>(&lock.topic, QosProfile::default().reliable().keep_last(1))
             .with_context(|| format!("subscribing to {} (mux.locks.{name})", lock.topic))?;
-        locks.push(stream.map(move |m| (i, m.data)).boxed());
+        locks.push(stream.map(move |m| (LockId(i), m.data)).boxed());
     }
     let mut sources = select_all(sources);
     let mut locks = select_all(locks);
@@ -578,65 +437,54 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
     let mut system_control = node
         .subscribe::<std_msg::String>("~/system_control", QosProfile::default())
         .context("subscribing to ~/system_control")?;
+    // Created once: a signal that arrives while the loop is busy is not lost.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let library = Some(&config.policy.onnxruntime_library).filter(|s| !s.is_empty()).map(PathBuf::from);
-    let worker_cfg = |role: Role, manifest: &PathBuf, model: &mobile_vla_core::config::ModelConfig| WorkerConfig {
+    let worker_cfg = |role: Role, manifest: &PathBuf, model: &ModelConfig| WorkerConfig {
         role,
-        name: role_name(role).into(),
         manifest: manifest.clone(),
         model: model.clone(),
         onnxruntime_library: library.clone(),
         max_frame: (config.camera.max_width, config.camera.max_height),
-        max_age_s: config.camera.max_age_s,
+        freshness: Freshness { max_age_s: config.camera.max_age_s, max_future_s: config.camera.max_future_s },
+        clock: clock.clone(),
     };
-    let info = |manifest: &PathBuf, model: &mobile_vla_core::config::ModelConfig| PolicyInfo {
+    let info = |manifest: &PathBuf, model: &ModelConfig| PolicyInfo {
         manifest: manifest.display().to_string(),
         requested: model.providers.iter().map(|p| p.ort_name().to_string()).collect(),
         ..Default::default()
     };
+    let pending = ByRole::new(
+        Some(worker_cfg(Role::Primary, &files.hybrid_manifest, &config.policy.hybrid)),
+        Some(worker_cfg(Role::Fallback, &files.pure_manifest, &config.policy.pure)),
+    );
+    let (ctl, start) = Controller::new(control_config(&config), Instant::now());
     let mut shell = Shell {
+        ctl,
         commands,
         status_pub,
         stats_pub,
         diag_pub,
-        clock: r2r::Clock::create(r2r::ClockType::SystemTime)?,
-        max_instruction_bytes: config.instruction.max_bytes,
-        max_frame_age_s: config.camera.max_age_s,
+        clock,
         hard_timeout: Duration::from_secs_f64(config.watchdog.hard_timeout_s),
-        workers: [None, None],
-        pending: [
-            Some(worker_cfg(Role::Primary, &files.hybrid_manifest, &config.policy.hybrid)),
-            config.watchdog.fallback_enabled.then(|| worker_cfg(Role::Fallback, &files.pure_manifest, &config.policy.pure)),
-        ],
+        workers: ByRole::default(),
+        pending,
         events_tx,
-        watchdog: Watchdog::new(watchdog_config(&config)),
-        info: [info(&files.hybrid_manifest, &config.policy.hybrid), info(&files.pure_manifest, &config.policy.pure)],
-        mux: CommandMux::new(specs, lock_specs, Instant::now()),
-        stage: OutputStage::new(Limits {
-            max_velocity: config.limits.max_velocity,
-            max_accel: config.limits.max_accel,
-            max_decel: config.limits.max_decel,
-            deadband: config.limits.deadband,
-        }),
-        last_publish: Instant::now(),
-        decision: Decision { command: Velocity::ZERO, source: None, lock: None },
+        info: ByRole::new(
+            info(&files.hybrid_manifest, &config.policy.hybrid),
+            info(&files.pure_manifest, &config.policy.pure),
+        ),
         instruction: None,
-        hold_reason: None,
         frame_seq: 0,
         newest: None,
         command_seq: 0,
         dropped_pending: 0,
         last_status: None,
-        throttle: Throttle::new(Duration::from_secs(2)),
     };
-    shell.spawn_worker(Role::Primary);
-    if !config.watchdog.fallback_enabled {
-        let s = shell.watchdog.loaded(Role::Fallback, Err("disabled (watchdog.fallback_enabled: false)".into()), Instant::now());
-        shell.after_verdict(s);
-    } else if !config.watchdog.lazy_fallback {
-        shell.spawn_worker(Role::Fallback);
-    }
+    shell.apply(start);
     info!(
         camera = %camera_topic,
         instruction = %config.instruction.topic,
@@ -649,43 +497,49 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / config.output.rate_hz));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut status_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                shell.check_hangs();
-                shell.publish_command();
-            }
+            _ = tick.tick() => shell.on_tick(),
             _ = status_tick.tick() => {
                 shell.publish_status(false);
                 shell.publish_diagnostics();
             }
             Some(frame) = frames.next() => shell.on_frame(frame),
-            Some(msg) = instructions.next() => shell.on_instruction(msg.data),
+            Some(t) = sim_clock.next() => shell.clock.set_sim_time(t.clock),
+            Some(msg) = instructions.next() => {
+                let fx = shell.ctl.instruction_received(&msg.data, Instant::now());
+                shell.apply(fx);
+            }
             Some(ev) = events.recv() => shell.on_event(ev),
-            Some((i, v)) = sources.next() => shell.on_source(i, v),
-            Some((i, engaged)) = locks.next() => shell.on_lock(i, engaged),
+            Some((id, v)) = sources.next() => shell.ctl.teleop(id, v, Instant::now()),
+            Some((id, engaged)) = locks.next() => {
+                let fx = shell.ctl.lock(id, engaged, Instant::now());
+                shell.apply(fx);
+            }
             Some(req) = enable_autonomy.next() => {
-                let message = shell.set_autonomy(req.message.data);
-                if let Err(e) = req.respond(SetBool::Response { success: true, message }) {
+                let (fx, message) = shell.ctl.set_autonomy(req.message.data, Instant::now());
+                shell.apply(fx);
+                if let Err(e) = req.respond(SetBool::Response { success: true, message: message.into() }) {
                     warn!("answering ~/enable_autonomy failed: {e}");
                 }
             }
-            Some(msg) = system_control.next() => shell.on_system_control(&msg.data),
-            _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
+            Some(msg) = system_control.next() => {
+                let fx = shell.ctl.system_control(&msg.data, Instant::now());
+                shell.apply(fx);
+            }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
         }
     }
 
-    // Whatever happened, the last word to the robot is zero velocity.
-    let workers: Vec<Worker> = shell.workers.iter_mut().filter_map(Option::take).collect();
+    // The last word to the robot is zero velocity.
+    let workers: Vec<Worker> = shell.workers.0.iter_mut().filter_map(Option::take).collect();
     for w in &workers {
         w.inbox.close();
-        if w.watch.running_for().is_some() {
-            w.watch.cancel();
-        }
+        w.watch.cancel_current();
     }
+    final_zero.armed = false;
     if let Err(e) = shell.commands.publish(Velocity::ZERO) {
         warn!("publishing the final zero command failed: {e}");
     } else {
@@ -693,6 +547,7 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
     }
     tokio::time::sleep(FINAL_ZERO_GRACE).await;
     drop(shell);
+    drop(final_zero);
     drop(spinner.stop());
     // A run stuck inside ONNX Runtime must not hold the process up.
     for w in workers {

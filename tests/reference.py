@@ -3,7 +3,7 @@ Hugging Face `tokenizers` Python package, and Python onnxruntime.
 
 It follows the specification written in crates/mobile_vla_core/src/preprocess.rs
 and the manifest format, not the Rust code, so the end-to-end tests compare two
-implementations.
+implementations; YUV frames are converted by OpenCV, as cv_bridge does.
 """
 
 from __future__ import annotations
@@ -12,19 +12,11 @@ import io
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
 from tokenizers import Tokenizer
-
-
-def yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    u = u - np.float32(128)
-    v = v - np.float32(128)
-    r = y + np.float32(1.402) * v
-    g = y - np.float32(0.344136) * u - np.float32(0.714136) * v
-    b = y + np.float32(1.772) * u
-    return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.float32)
 
 
 def decode_raw(encoding: str, data: bytes, width: int, height: int, step: int) -> np.ndarray:
@@ -38,13 +30,10 @@ def decode_raw(encoding: str, data: bytes, width: int, height: int, step: int) -
         g = rows[:, :width].astype(np.float32)
         return np.stack([g, g, g], -1)
     if encoding in ("yuv422", "yuv422_yuy2"):
-        m = rows[:, : width * 2].reshape(height, width // 2, 4).astype(np.float32)
-        if encoding == "yuv422":  # UYVY
-            u, y0, v, y1 = m[..., 0], m[..., 1], m[..., 2], m[..., 3]
-        else:  # YUYV
-            y0, u, y1, v = m[..., 0], m[..., 1], m[..., 2], m[..., 3]
-        y = np.stack([y0, y1], -1).reshape(height, width)
-        return yuv_to_rgb(y, np.repeat(u, 2, axis=1), np.repeat(v, 2, axis=1))
+        # As cv_bridge converts them: OpenCV's cvtColor (BT.601 video range).
+        packed = np.ascontiguousarray(rows[:, : width * 2]).reshape(height, width, 2)
+        code = cv2.COLOR_YUV2RGB_UYVY if encoding == "yuv422" else cv2.COLOR_YUV2RGB_YUY2
+        return cv2.cvtColor(packed, code).astype(np.float32)
     raise ValueError(encoding)
 
 
@@ -144,11 +133,11 @@ class ReferencePolicy:
 
 
 def rgb_to_yuv422(rgb: np.ndarray, order: str) -> bytes:
-    """Packs RGB (uint8) as UYVY ("yuv422") or YUYV ("yuv422_yuy2"), full-range BT.601."""
+    """Packs RGB (uint8) as UYVY ("yuv422") or YUYV ("yuv422_yuy2"), BT.601 video range (a camera's)."""
     f = rgb.astype(np.float32)
-    y = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
-    u = (f[..., 2] - y) / 1.772 + 128
-    v = (f[..., 0] - y) / 1.402 + 128
+    y = 16 + 0.257 * f[..., 0] + 0.504 * f[..., 1] + 0.098 * f[..., 2]
+    u = 128 - 0.148 * f[..., 0] - 0.291 * f[..., 1] + 0.439 * f[..., 2]
+    v = 128 + 0.439 * f[..., 0] - 0.368 * f[..., 1] - 0.071 * f[..., 2]
     y, u, v = (np.clip(np.rint(c), 0, 255).astype(np.uint8) for c in (y, u, v))
     h, w = y.shape
     out = np.empty((h, w // 2, 4), np.uint8)

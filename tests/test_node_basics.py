@@ -187,3 +187,20 @@ def test_launched_node_runs_under_namespace_and_remaps(peer, run_node):
     assert "/robot1/instruction" in subs
     assert wait_for(lambda: len(cmds) >= 1, 10), node.output()
     assert node.stop() == 0
+
+
+def test_an_absurd_duration_is_a_one_line_parameter_error_not_a_panic(run_node):
+    # 1e300 s once passed validation and panicked converting it to a Duration (exit 101).
+    node = run_node({"watchdog": {"hard_timeout_s": 1e300}})
+    assert node.wait_exit() == 2, node.output()
+    errors = [l for l in node.output().splitlines() if "ERROR" in l]
+    assert len(errors) == 1 and "'watchdog.hard_timeout_s'" in errors[0], node.output()
+    assert "panic" not in node.output()
+
+
+def test_a_max_abs_action_at_or_below_the_clip_is_refused_naming_both(run_node):
+    node = run_node({"watchdog": {"max_abs_action": 1.0}})
+    assert node.wait_exit() == 2, node.output()
+    errors = [l for l in node.output().splitlines() if "ERROR" in l]
+    assert len(errors) == 1, node.output()
+    assert "'watchdog.max_abs_action'" in errors[0] and "action.clip" in errors[0] and "1.15" in errors[0], errors[0]

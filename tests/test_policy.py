@@ -277,7 +277,7 @@ def test_stale_frames_and_empty_instructions_never_drive(peer, run_node):
     assert not d.stats.msgs, "stale frames must not even reach the model"
     # An over-long instruction is refused as well.
     d.instruct("go " * 2000)
-    assert wait_for(lambda: "no instruction" in d.status.msgs[-1].reason, 3)
+    assert wait_for(lambda: "instruction.max_bytes" in d.status.msgs[-1].reason, 3)
 
 
 def test_missing_model_keeps_the_robot_still_and_says_so_loudly(peer, run_node, tmp_path):

@@ -34,6 +34,14 @@ impl Velocity {
     }
 }
 
+/// A command source of the mux, by its position in the configured list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceId(pub usize);
+
+/// A lock of the mux, by its position in the configured list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LockId(pub usize);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceSpec {
     pub name: String,
@@ -68,16 +76,27 @@ struct Lock {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refused {
     NonFinite(Velocity),
+    /// The source is paused: what it sends now must not win when it resumes.
+    Disabled,
 }
 
 /// What the mux decided at one instant.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decision {
     pub command: Velocity,
     /// The source in control, if any.
-    pub source: Option<String>,
+    pub source: Option<SourceId>,
     /// The highest engaged lock, if any (it may or may not be silencing the winner).
-    pub lock: Option<String>,
+    pub lock: Option<LockId>,
+}
+
+impl Decision {
+    pub const NONE: Decision = Decision { command: Velocity::ZERO, source: None, lock: None };
+
+    /// A lock silences every source: stop at once, without a ramp.
+    pub fn hard_stop(&self) -> bool {
+        self.lock.is_some() && self.source.is_none()
+    }
 }
 
 #[derive(Debug)]
@@ -95,39 +114,63 @@ impl CommandMux {
         }
     }
 
-    pub fn source_index(&self, name: &str) -> Option<usize> {
-        self.sources.iter().position(|s| s.spec.name == name)
+    pub fn source_id(&self, name: &str) -> Option<SourceId> {
+        self.sources.iter().position(|s| s.spec.name == name).map(SourceId)
     }
 
-    /// A new command from source `i`.
-    pub fn command(&mut self, i: usize, v: Velocity, now: Instant) -> Result<(), Refused> {
+    pub fn source_name(&self, id: SourceId) -> &str {
+        &self.sources[id.0].spec.name
+    }
+
+    pub fn lock_name(&self, id: LockId) -> &str {
+        &self.locks[id.0].spec.name
+    }
+
+    /// A new command from `id`; a paused source's commands are refused, not kept.
+    pub fn command(&mut self, id: SourceId, v: Velocity, now: Instant) -> Result<(), Refused> {
         if !v.is_finite() {
             return Err(Refused::NonFinite(v));
         }
-        self.sources[i].last = Some((v, now));
+        let s = &mut self.sources[id.0];
+        if !s.enabled {
+            return Err(Refused::Disabled);
+        }
+        s.last = Some((v, now));
         Ok(())
     }
 
-    /// Forgets source `i`'s last command (for example: the policy's action became invalid).
-    pub fn clear(&mut self, i: usize) {
-        self.sources[i].last = None;
+    /// Forgets `id`'s last command (for example: the policy's action became invalid).
+    pub fn clear(&mut self, id: SourceId) {
+        self.sources[id.0].last = None;
     }
 
-    /// Pauses (false) or resumes (true) source `i`; a paused source never wins.
-    pub fn set_enabled(&mut self, i: usize, enabled: bool) {
-        self.sources[i].enabled = enabled;
-        if !enabled {
-            self.sources[i].last = None;
+    /// Forgets every source's last command: only what arrives from now on may drive.
+    pub fn clear_all(&mut self) {
+        for s in &mut self.sources {
+            s.last = None;
         }
     }
 
-    pub fn is_enabled(&self, i: usize) -> bool {
-        self.sources[i].enabled
+    /// Pauses (false) or resumes (true) `id`; a paused source never wins and
+    /// keeps nothing, so nothing from before the pause drives after it.
+    pub fn set_enabled(&mut self, id: SourceId, enabled: bool) {
+        let s = &mut self.sources[id.0];
+        s.enabled = enabled;
+        s.last = None;
     }
 
-    pub fn lock(&mut self, i: usize, engaged: bool, now: Instant) {
-        self.locks[i].engaged = engaged;
-        self.locks[i].at = now;
+    pub fn is_enabled(&self, id: SourceId) -> bool {
+        self.sources[id.0].enabled
+    }
+
+    pub fn lock(&mut self, id: LockId, engaged: bool, now: Instant) {
+        self.locks[id.0].engaged = engaged;
+        self.locks[id.0].at = now;
+    }
+
+    /// Whether `id` counts as engaged at `now` (set, or timed out).
+    pub fn is_locked(&self, id: LockId, now: Instant) -> bool {
+        Self::lock_engaged(&self.locks[id.0], now)
     }
 
     fn lock_engaged(l: &Lock, now: Instant) -> bool {
@@ -138,22 +181,24 @@ impl CommandMux {
         let lock = self
             .locks
             .iter()
-            .filter(|l| Self::lock_engaged(l, now))
-            .max_by_key(|l| l.spec.priority);
-        let floor = lock.map(|l| l.spec.priority);
+            .enumerate()
+            .filter(|(_, l)| Self::lock_engaged(l, now))
+            .max_by_key(|(_, l)| l.spec.priority);
+        let floor = lock.map(|(_, l)| l.spec.priority);
         let winner = self
             .sources
             .iter()
-            .filter(|s| s.enabled && floor.is_none_or(|f| s.spec.priority > f))
-            .filter_map(|s| match s.last {
-                Some((v, at)) if now.duration_since(at) < s.spec.timeout => Some((s, v, at)),
+            .enumerate()
+            .filter(|(_, s)| s.enabled && floor.is_none_or(|f| s.spec.priority > f))
+            .filter_map(|(i, s)| match s.last {
+                Some((v, at)) if now.duration_since(at) < s.spec.timeout => Some((i, s.spec.priority, v, at)),
                 _ => None,
             })
-            .max_by_key(|(s, _, at)| (s.spec.priority, *at));
+            .max_by_key(|(_, priority, _, at)| (*priority, *at));
         Decision {
-            command: winner.map_or(Velocity::ZERO, |(_, v, _)| v),
-            source: winner.map(|(s, _, _)| s.spec.name.clone()),
-            lock: lock.map(|l| l.spec.name.clone()),
+            command: winner.map_or(Velocity::ZERO, |(_, _, v, _)| v),
+            source: winner.map(|(i, ..)| SourceId(i)),
+            lock: lock.map(|(i, _)| LockId(i)),
         }
     }
 }
@@ -167,6 +212,14 @@ mod tests {
 
     fn v(x: f64) -> Velocity {
         Velocity { x, y: 0.0, wz: 0.0 }
+    }
+
+    fn src(m: &CommandMux, d: &Decision) -> Option<String> {
+        d.source.map(|s| m.source_name(s).to_string())
+    }
+
+    fn lock_of(m: &CommandMux, d: &Decision) -> Option<String> {
+        d.lock.map(|l| m.lock_name(l).to_string())
     }
 
     fn mux(t0: Instant) -> CommandMux {
@@ -188,15 +241,15 @@ mod tests {
     fn higher_priority_preempts_and_its_timeout_hands_control_back() {
         let t0 = Instant::now();
         let mut m = mux(t0);
-        m.command(0, v(0.3), t0).unwrap();
-        assert_eq!(m.decide(t0).source.as_deref(), Some("policy"));
-        m.command(2, v(-0.5), t0 + 100 * MS).unwrap();
+        m.command(SourceId(0), v(0.3), t0).unwrap();
+        assert_eq!(src(&m, &m.decide(t0)).as_deref(), Some("policy"));
+        m.command(SourceId(2), v(-0.5), t0 + 100 * MS).unwrap();
         let d = m.decide(t0 + 150 * MS);
-        assert_eq!((d.source.as_deref(), d.command), (Some("joystick"), v(-0.5)));
+        assert_eq!((src(&m, &d).as_deref(), d.command), (Some("joystick"), v(-0.5)));
         // The policy keeps publishing; the joystick goes quiet and times out.
-        m.command(0, v(0.4), t0 + 550 * MS).unwrap();
+        m.command(SourceId(0), v(0.4), t0 + 550 * MS).unwrap();
         let d = m.decide(t0 + 650 * MS);
-        assert_eq!((d.source.as_deref(), d.command), (Some("policy"), v(0.4)));
+        assert_eq!((src(&m, &d).as_deref(), d.command), (Some("policy"), v(0.4)));
     }
 
     #[test]
@@ -204,7 +257,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m = mux(t0);
         assert_eq!(m.decide(t0), Decision { command: Velocity::ZERO, source: None, lock: None });
-        m.command(1, v(1.0), t0).unwrap();
+        m.command(SourceId(1), v(1.0), t0).unwrap();
         assert_eq!(m.decide(t0 + 500 * MS).command, Velocity::ZERO);
     }
 
@@ -212,13 +265,13 @@ mod tests {
     fn e_stop_beats_everything_until_released() {
         let t0 = Instant::now();
         let mut m = mux(t0);
-        m.command(2, v(0.5), t0).unwrap();
-        m.lock(1, true, t0);
+        m.command(SourceId(2), v(0.5), t0).unwrap();
+        m.lock(LockId(1), true, t0);
         let d = m.decide(t0 + MS);
-        assert_eq!((d.command, d.source, d.lock.as_deref()), (Velocity::ZERO, None, Some("e_stop")));
-        m.command(2, v(0.5), t0 + 2 * MS).unwrap();
+        assert_eq!((d.command, d.source, lock_of(&m, &d).as_deref()), (Velocity::ZERO, None, Some("e_stop")));
+        m.command(SourceId(2), v(0.5), t0 + 2 * MS).unwrap();
         assert_eq!(m.decide(t0 + 3 * MS).command, Velocity::ZERO);
-        m.lock(1, false, t0 + 4 * MS);
+        m.lock(LockId(1), false, t0 + 4 * MS);
         assert_eq!(m.decide(t0 + 5 * MS).command, v(0.5));
     }
 
@@ -226,11 +279,11 @@ mod tests {
     fn a_low_lock_silences_only_sources_at_or_below_it() {
         let t0 = Instant::now();
         let mut m = mux(t0);
-        m.command(0, v(0.3), t0).unwrap();
-        m.lock(0, true, t0);
+        m.command(SourceId(0), v(0.3), t0).unwrap();
+        m.lock(LockId(0), true, t0);
         assert_eq!(m.decide(t0).command, Velocity::ZERO);
-        m.command(1, v(0.2), t0).unwrap();
-        assert_eq!(m.decide(t0).source.as_deref(), Some("nav"));
+        m.command(SourceId(1), v(0.2), t0).unwrap();
+        assert_eq!(src(&m, &m.decide(t0)).as_deref(), Some("nav"));
     }
 
     #[test]
@@ -241,10 +294,10 @@ mod tests {
             vec![LockSpec { name: "heartbeat".into(), priority: 255, timeout: Some(200 * MS) }],
             t0,
         );
-        m.lock(0, false, t0);
-        m.command(0, v(0.5), t0).unwrap();
+        m.lock(LockId(0), false, t0);
+        m.command(SourceId(0), v(0.5), t0).unwrap();
         assert_eq!(m.decide(t0 + 100 * MS).command, v(0.5));
-        assert_eq!(m.decide(t0 + 300 * MS).lock.as_deref(), Some("heartbeat"));
+        assert_eq!(lock_of(&m, &m.decide(t0 + 300 * MS)).as_deref(), Some("heartbeat"));
         assert_eq!(m.decide(t0 + 300 * MS).command, Velocity::ZERO);
     }
 
@@ -252,9 +305,9 @@ mod tests {
     fn non_finite_commands_are_refused_and_change_nothing() {
         let t0 = Instant::now();
         let mut m = mux(t0);
-        m.command(2, v(0.1), t0).unwrap();
+        m.command(SourceId(2), v(0.1), t0).unwrap();
         for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            assert!(m.command(2, Velocity { x: 0.0, y: bad, wz: 0.0 }, t0 + MS).is_err());
+            assert!(m.command(SourceId(2), Velocity { x: 0.0, y: bad, wz: 0.0 }, t0 + MS).is_err());
         }
         assert_eq!(m.decide(t0 + 2 * MS).command, v(0.1));
     }
@@ -263,12 +316,14 @@ mod tests {
     fn a_paused_source_never_wins() {
         let t0 = Instant::now();
         let mut m = mux(t0);
-        m.command(0, v(0.3), t0).unwrap();
-        m.set_enabled(0, false);
-        m.command(0, v(0.3), t0).unwrap();
+        m.command(SourceId(0), v(0.3), t0).unwrap();
+        m.set_enabled(SourceId(0), false);
+        assert_eq!(m.command(SourceId(0), v(0.3), t0), Err(Refused::Disabled));
         assert_eq!(m.decide(t0).command, Velocity::ZERO);
-        m.set_enabled(0, true);
-        m.command(0, v(0.3), t0 + MS).unwrap();
+        m.set_enabled(SourceId(0), true);
+        // Nothing sent while paused wins on resume.
+        assert_eq!(m.decide(t0).command, Velocity::ZERO);
+        m.command(SourceId(0), v(0.3), t0 + MS).unwrap();
         assert_eq!(m.decide(t0 + MS).command, v(0.3));
     }
 
@@ -287,8 +342,8 @@ mod tests {
             for (kind, i, x, dt) in events {
                 now += Duration::from_millis(dt);
                 match kind {
-                    0..=2 => { m.command(i, v(x), now).unwrap(); last[i] = Some((x, now)); }
-                    3 => { estop = !estop; m.lock(1, estop, now); }
+                    0..=2 => { m.command(SourceId(i), v(x), now).unwrap(); last[i] = Some((x, now)); }
+                    3 => { estop = !estop; m.lock(LockId(1), estop, now); }
                     _ => {}
                 }
                 let d = m.decide(now);
@@ -296,10 +351,9 @@ mod tests {
                     prop_assert_eq!(d.command, Velocity::ZERO);
                     prop_assert!(d.source.is_none());
                 }
-                match &d.source {
+                match d.source {
                     None => prop_assert_eq!(d.command, Velocity::ZERO),
-                    Some(name) => {
-                        let i = m.source_index(name).unwrap();
+                    Some(SourceId(i)) => {
                         let (x, at) = last[i].unwrap();
                         prop_assert!(now.duration_since(at) < 500 * MS);
                         prop_assert_eq!(d.command, v(x));

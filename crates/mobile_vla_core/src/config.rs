@@ -31,6 +31,8 @@ pub struct CameraConfig {
     pub transport: Transport,
     /// A frame older than this (stamp to now) is stale and never drives the robot.
     pub max_age_s: f64,
+    /// A frame stamped further than this ahead of the node's clock is refused (clock skew).
+    pub max_future_s: f64,
     /// Frames larger than this are rejected before any decoding.
     pub max_width: u32,
     pub max_height: u32,
@@ -42,6 +44,7 @@ impl Default for CameraConfig {
             topic: "camera/image_raw".into(),
             transport: Transport::Raw,
             max_age_s: 0.5,
+            max_future_s: 0.05,
             max_width: 4096,
             max_height: 4096,
         }
@@ -230,7 +233,8 @@ pub struct MuxConfig {
 
 impl Default for MuxConfig {
     fn default() -> Self {
-        let src = |topic: &str, priority| SourceConfig { topic: topic.into(), priority, timeout_s: 0.5, stamped: false };
+        let src =
+            |topic: &str, priority| SourceConfig { topic: topic.into(), priority, timeout_s: 0.5, stamped: false };
         Self {
             autonomy_priority: 10,
             sources: BTreeMap::from([
@@ -256,11 +260,19 @@ pub struct LimitsConfig {
     /// 0 = unlimited (stop at once when nothing fresh drives).
     pub max_decel: [f64; 3],
     pub deadband: [f64; 3],
+    /// Scale all axes together while one is ramp-limited, keeping the direction (Nav2's velocity_smoother).
+    pub scale_velocities: bool,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_velocity: [0.5, 0.5, 1.0], max_accel: [1.0, 1.0, 2.0], max_decel: [0.0; 3], deadband: [0.0; 3] }
+        Self {
+            max_velocity: [0.5, 0.5, 1.0],
+            max_accel: [1.0, 1.0, 2.0],
+            max_decel: [0.0; 3],
+            deadband: [0.0; 3],
+            scale_velocities: false,
+        }
     }
 }
 
@@ -286,6 +298,8 @@ pub struct WatchdogParams {
     pub max_cooldown_s: f64,
     pub recovery_successes: u32,
     pub stable_after_s: f64,
+    /// At start, the fallback drives only once the primary's load has ended, or after this long.
+    pub start_timeout_s: f64,
 }
 
 impl Default for WatchdogParams {
@@ -303,6 +317,7 @@ impl Default for WatchdogParams {
             max_cooldown_s: 60.0,
             recovery_successes: 5,
             stable_after_s: 30.0,
+            start_timeout_s: 120.0,
         }
     }
 }
@@ -353,7 +368,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        positive("camera.max_age_s", self.camera.max_age_s)?;
+        seconds("camera.max_age_s", self.camera.max_age_s)?;
+        within("camera.max_future_s", self.camera.max_future_s, 0.0, 1.0, "a tolerance in [0, 1] s")?;
         positive("output.rate_hz", self.output.rate_hz)?;
         if self.output.rate_hz > 1000.0 {
             return Err(err("output.rate_hz", self.output.rate_hz, "a rate in (0, 1000] Hz"));
@@ -361,46 +377,64 @@ impl Config {
         topic_name("camera.topic", &self.camera.topic)?;
         topic_name("instruction.topic", &self.instruction.topic)?;
         topic_name("output.topic", &self.output.topic)?;
-        if self.camera.max_width == 0 || self.camera.max_height == 0 {
+        let (w, h) = (self.camera.max_width, self.camera.max_height);
+        if w == 0 || h == 0 || w > MAX_PIXELS_PER_SIDE || h > MAX_PIXELS_PER_SIDE {
             return Err(err(
                 "camera.max_width/max_height",
-                format!("{}x{}", self.camera.max_width, self.camera.max_height),
-                "positive pixel counts",
+                format!("{w}x{h}"),
+                format!("pixel counts in 1..={MAX_PIXELS_PER_SIDE}"),
             ));
         }
-        if self.instruction.max_bytes == 0 {
-            return Err(err("instruction.max_bytes", 0, "a positive byte count"));
+        if self.instruction.max_bytes == 0 || self.instruction.max_bytes > 1 << 20 {
+            return Err(err("instruction.max_bytes", self.instruction.max_bytes, "a byte count in 1..=1048576"));
         }
-        positive("policy.command_timeout_s", self.policy.command_timeout_s)?;
+        seconds("policy.command_timeout_s", self.policy.command_timeout_s)?;
         for (name, src) in &self.mux.sources {
             if name == "policy" {
                 return Err(err("mux.sources.policy", "{...}", "another name: 'policy' is the autonomy source"));
             }
             topic_name(&format!("mux.sources.{name}.topic"), &src.topic)?;
-            positive(&format!("mux.sources.{name}.timeout_s"), src.timeout_s)?;
+            seconds(&format!("mux.sources.{name}.timeout_s"), src.timeout_s)?;
         }
         for (name, lock) in &self.mux.locks {
             topic_name(&format!("mux.locks.{name}.topic"), &lock.topic)?;
-            if !(lock.timeout_s.is_finite() && lock.timeout_s >= 0.0) {
-                return Err(err(&format!("mux.locks.{name}.timeout_s"), lock.timeout_s, "0 (never expires) or a positive number"));
+            if lock.timeout_s != 0.0 {
+                within(
+                    &format!("mux.locks.{name}.timeout_s"),
+                    lock.timeout_s,
+                    f64::MIN_POSITIVE,
+                    MAX_SECONDS,
+                    "0 (never expires) or a duration in (0, 3600] s",
+                )?;
             }
         }
         let w = &self.watchdog;
         for (key, v) in [
             ("watchdog.deadline_s", w.deadline_s),
             ("watchdog.hard_timeout_s", w.hard_timeout_s),
-            ("watchdog.max_abs_action", w.max_abs_action),
             ("watchdog.cooldown_s", w.cooldown_s),
             ("watchdog.max_cooldown_s", w.max_cooldown_s),
             ("watchdog.stable_after_s", w.stable_after_s),
+            ("watchdog.start_timeout_s", w.start_timeout_s),
         ] {
-            positive(key, v)?;
+            seconds(key, v)?;
         }
+        within("watchdog.max_abs_action", w.max_abs_action, f64::MIN_POSITIVE, 1e6, "a finite number in (0, 1e6]")?;
         if w.hard_timeout_s < w.deadline_s {
             return Err(err("watchdog.hard_timeout_s", w.hard_timeout_s, "a timeout >= watchdog.deadline_s"));
         }
         if w.max_cooldown_s < w.cooldown_s {
             return Err(err("watchdog.max_cooldown_s", w.max_cooldown_s, "a value >= watchdog.cooldown_s"));
+        }
+        for (key, n) in [
+            ("watchdog.consecutive_misses", w.consecutive_misses),
+            ("watchdog.window_misses", w.window_misses),
+            ("watchdog.window", w.window),
+            ("watchdog.recovery_successes", w.recovery_successes),
+        ] {
+            if n > MAX_COUNT {
+                return Err(err(key, n, format!("a count in 0..={MAX_COUNT}")));
+            }
         }
         if w.window_misses > w.window {
             return Err(err("watchdog.window_misses", w.window_misses, "at most watchdog.window"));
@@ -415,8 +449,9 @@ impl Config {
             ("limits.max_decel", l.max_decel, true),
             ("limits.deadband", l.deadband, true),
         ] {
-            if values.iter().any(|v| !v.is_finite() || *v < 0.0 || (!allow_zero && *v == 0.0)) {
-                let allowed = if allow_zero { "three finite numbers >= 0 (0 = unlimited)" } else { "three finite numbers > 0" };
+            if values.iter().any(|v| !v.is_finite() || *v < 0.0 || *v > MAX_RATE || (!allow_zero && *v == 0.0)) {
+                let allowed =
+                    if allow_zero { "three numbers in [0, 100] (0 = unlimited)" } else { "three numbers in (0, 100]" };
                 return Err(err(key, format!("{values:?}"), allowed));
             }
         }
@@ -429,10 +464,14 @@ impl Config {
                 return Err(err(&key("cpu_threads"), m.cpu_threads, "1..=64"));
             }
             if m.tensorrt.builder_optimization_level > 5 {
-                return Err(err(&key("tensorrt.builder_optimization_level"), m.tensorrt.builder_optimization_level, "0..=5"));
+                return Err(err(
+                    &key("tensorrt.builder_optimization_level"),
+                    m.tensorrt.builder_optimization_level,
+                    "0..=5",
+                ));
             }
-            if m.tensorrt.workspace_mb == 0 {
-                return Err(err(&key("tensorrt.workspace_mb"), 0, "a positive size in MiB"));
+            if m.tensorrt.workspace_mb == 0 || m.tensorrt.workspace_mb > 1 << 20 {
+                return Err(err(&key("tensorrt.workspace_mb"), m.tensorrt.workspace_mb, "a size in 1..=1048576 MiB"));
             }
         }
         Ok(())
@@ -474,11 +513,31 @@ fn err(key: &str, value: impl fmt::Display, allowed: impl Into<String>) -> Confi
     ConfigError { key: key.to_string(), value: value.to_string(), allowed: allowed.into() }
 }
 
+/// Durations: every one must convert to a `Duration` and mean something on a robot.
+const MAX_SECONDS: f64 = 3600.0;
+/// Velocities (m/s, rad/s) and their rates.
+const MAX_RATE: f64 = 100.0;
+const MAX_COUNT: u32 = 10_000;
+const MAX_PIXELS_PER_SIDE: u32 = 16_384;
+
 fn positive(key: &str, v: f64) -> Result<(), ConfigError> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
         Err(err(key, v, "a finite number > 0"))
+    }
+}
+
+/// A duration in seconds: > 0 and at most an hour.
+fn seconds(key: &str, v: f64) -> Result<(), ConfigError> {
+    within(key, v, f64::MIN_POSITIVE, MAX_SECONDS, "a duration > 0 and <= 3600 s")
+}
+
+fn within(key: &str, v: f64, min: f64, max: f64, allowed: &str) -> Result<(), ConfigError> {
+    if v.is_finite() && (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(err(key, v, allowed))
     }
 }
 
@@ -510,9 +569,7 @@ fn nest(params: &BTreeMap<String, Value>) -> Result<Value, ConfigError> {
             if parts.peek().is_none() {
                 node.insert(part.to_string(), value.clone());
             } else {
-                let child = node
-                    .entry(part.to_string())
-                    .or_insert_with(|| Value::Object(Default::default()));
+                let child = node.entry(part.to_string()).or_insert_with(|| Value::Object(Default::default()));
                 node = child.as_object_mut().ok_or_else(|| {
                     err(key, render(value), format!("'{part}' is a value, not a group of parameters"))
                 })?;
@@ -596,11 +653,7 @@ mod tests {
 
     #[test]
     fn a_value_used_as_a_group_is_refused() {
-        let e = Config::from_params(&params(&[
-            ("camera", json!(1)),
-            ("camera.topic", json!("x")),
-        ]))
-        .unwrap_err();
+        let e = Config::from_params(&params(&[("camera", json!(1)), ("camera.topic", json!("x"))])).unwrap_err();
         assert_eq!(e.key, "camera.topic");
     }
 
@@ -655,6 +708,42 @@ mod tests {
         assert!(e.key.starts_with("mux.sources.joystick"), "{e}");
         let e = Config::from_params(&params(&[("mux.autonomy_priority", json!(300))])).unwrap_err();
         assert_eq!(e.key, "mux.autonomy_priority");
+    }
+
+    #[test]
+    fn every_value_is_bounded_so_none_can_panic_later() {
+        for key in [
+            "camera.max_age_s",
+            "policy.command_timeout_s",
+            "watchdog.deadline_s",
+            "watchdog.hard_timeout_s",
+            "watchdog.cooldown_s",
+            "watchdog.max_cooldown_s",
+            "watchdog.stable_after_s",
+            "watchdog.start_timeout_s",
+            "watchdog.max_abs_action",
+            "camera.max_future_s",
+        ] {
+            for bad in [json!(1e300), json!(-1.0), json!(f64::MAX)] {
+                let e = Config::from_params(&params(&[(key, bad.clone())])).unwrap_err();
+                assert_eq!(e.key, key, "{bad}");
+            }
+        }
+        let e = Config::from_params(&params(&[
+            ("mux.sources.joystick.topic", json!("joy")),
+            ("mux.sources.joystick.priority", json!(1)),
+            ("mux.sources.joystick.timeout_s", json!(1e300)),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.key, "mux.sources.joystick.timeout_s");
+        let e = Config::from_params(&params(&[("limits.max_accel", json!([1e300, 1.0, 1.0]))])).unwrap_err();
+        assert_eq!(e.key, "limits.max_accel");
+        let e = Config::from_params(&params(&[("watchdog.window", json!(4_000_000_000u32))])).unwrap_err();
+        assert_eq!(e.key, "watchdog.window");
+        let e = Config::from_params(&params(&[("camera.max_width", json!(100_000))])).unwrap_err();
+        assert_eq!(e.key, "camera.max_width/max_height");
+        // Every default is within its bounds.
+        assert_eq!(Config::from_params(&BTreeMap::new()).unwrap(), Config::default());
     }
 
     #[test]

@@ -6,8 +6,10 @@
 
 pub mod command_mux;
 pub mod config;
+pub mod control;
 pub mod inbox;
 pub mod limits;
 pub mod preprocess;
+pub mod run_tracker;
 pub mod throttle;
 pub mod watchdog;

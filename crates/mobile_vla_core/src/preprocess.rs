@@ -15,9 +15,13 @@
 //!
 //! Raw encodings (sensor_msgs/image_encodings): `rgb8`, `bgr8`, `rgba8`,
 //! `bgra8`, `mono8`, `yuv422` (UYVY, as ROS defines it) and `yuv422_yuy2`
-//! (YUYV, what most USB cameras send). YUV uses full-range BT.601 (JPEG's).
-//! Compressed: JPEG and PNG, decoded into a reused RGB buffer after the header
-//! size is checked, so a huge image is refused before it is decoded.
+//! (YUYV, what most USB cameras send). YUV follows cv_bridge (OpenCV's
+//! `COLOR_YUV2RGB_UYVY` / `_YUY2`): BT.601 video range, rounded to 8-bit RGB.
+//! Compressed: JPEG and PNG, decoded into a reused RGB buffer only after the
+//! header is checked (size within `max_width`/`max_height`, 8-bit PNG colour
+//! types), with the decoders' own limits set, so a bomb is refused before any
+//! allocation. A JPEG must be complete: the decoder runs in strict mode, so a
+//! scan that ends early is an error even when an end marker was appended.
 
 use std::fmt;
 use std::io::Cursor;
@@ -120,7 +124,9 @@ impl fmt::Display for FrameError {
             FrameError::TooLarge { width, height, max_width, max_height } => {
                 write!(f, "frame {width}x{height} exceeds the limit {max_width}x{max_height}")
             }
-            FrameError::StepTooSmall { step, min } => write!(f, "step {step} is smaller than width*bytes_per_pixel = {min}"),
+            FrameError::StepTooSmall { step, min } => {
+                write!(f, "step {step} is smaller than width*bytes_per_pixel = {min}")
+            }
             FrameError::DataTooShort { len, need } => write!(f, "data has {len} bytes, step*height needs {need}"),
             FrameError::OddWidthForYuv { width } => write!(f, "YUV 4:2:2 frame width {width} is odd"),
             FrameError::UnsupportedFormat(s) => write!(f, "unsupported compressed format '{s}' (supported: jpeg, png)"),
@@ -271,7 +277,7 @@ impl Preprocessor {
         if (f.data.len() as u64) < need {
             return Err(FrameError::DataTooShort { len: f.data.len(), need });
         }
-        if matches!(enc, Encoding::Uyvy | Encoding::Yuyv) && f.width % 2 != 0 {
+        if matches!(enc, Encoding::Uyvy | Encoding::Yuyv) && !f.width.is_multiple_of(2) {
             return Err(FrameError::OddWidthForYuv { width: f.width });
         }
         let src = Source { data: f.data, step: f.step as usize };
@@ -297,16 +303,9 @@ impl Preprocessor {
         let is_png = fmt.contains("png") || data.starts_with(b"\x89PNG");
         let is_jpeg = fmt.contains("jpeg") || fmt.contains("jpg") || data.starts_with(&[0xFF, 0xD8]);
         let (w, h) = if is_png {
-            let dec = image::codecs::png::PngDecoder::new(Cursor::new(data)).map_err(|e| FrameError::Decode(e.to_string()))?;
-            self.decode_rgb8(dec)?
+            self.decode_png(data)?
         } else if is_jpeg {
-            // The decoder pads a truncated scan with grey instead of failing: a
-            // frame cut short in transit must not reach the model, so require EOI.
-            if !jpeg_has_eoi(data) {
-                return Err(FrameError::Decode("JPEG is truncated (no end-of-image marker)".into()));
-            }
-            let dec = image::codecs::jpeg::JpegDecoder::new(Cursor::new(data)).map_err(|e| FrameError::Decode(e.to_string()))?;
-            self.decode_rgb8(dec)?
+            self.decode_jpeg(data)?
         } else {
             return Err(FrameError::UnsupportedFormat(format.to_string()));
         };
@@ -316,16 +315,83 @@ impl Preprocessor {
         Ok(self.tensor())
     }
 
-    /// Decodes into `self.decoded` as RGB8 after checking the header's size.
-    fn decode_rgb8(&mut self, dec: impl ImageDecoder) -> Result<(u32, u32), FrameError> {
+    /// Decodes a complete JPEG into `self.decoded` as RGB8.
+    fn decode_jpeg(&mut self, data: &[u8]) -> Result<(u32, u32), FrameError> {
+        use zune_core::colorspace::ColorSpace;
+        use zune_core::options::DecoderOptions;
+        let decode = |e: zune_jpeg::errors::DecodeErrors| FrameError::Decode(e.to_string());
+        // Strict: a truncated scan is an error (non-strict pads it with grey,
+        // and a camera that appends the end marker to a cut frame would drive).
+        // Headers allocate no pixels; the frame size is checked below, before any do.
+        let options = DecoderOptions::default()
+            .set_strict_mode(true)
+            .set_max_width(usize::from(u16::MAX))
+            .set_max_height(usize::from(u16::MAX))
+            .jpeg_set_out_colorspace(ColorSpace::RGB);
+        // Decoded without its final end marker: a scan cut short then runs into
+        // the end of the data, which strict mode refuses, instead of into an
+        // appended marker, which zune accepts (as libjpeg-turbo does, with a warning).
+        let body = match data
+            .len()
+            .checked_sub(2)
+            .and_then(|n| data[..].windows(2).rposition(|w| w == [0xFF, 0xD9]).filter(|&p| p <= n))
+        {
+            Some(eoi) => &data[..eoi],
+            None => data,
+        };
+        let mut dec = zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(body), options);
+        dec.decode_headers().map_err(decode)?;
+        let (w, h) = dec.dimensions().ok_or_else(|| FrameError::Decode("JPEG has no frame header".into()))?;
+        let (w, h) = (w as u32, h as u32);
+        self.check_size(w, h)?;
+        let n = dec.output_buffer_size().ok_or_else(|| FrameError::Decode("JPEG has no frame header".into()))?;
+        if n != w as usize * h as usize * 3 {
+            return Err(FrameError::Decode(format!("JPEG decodes to {n} bytes, not {w}x{h} RGB")));
+        }
+        self.decoded.resize(n, 0);
+        dec.decode_into(&mut self.decoded).map_err(decode)?;
+        Ok((w, h))
+    }
+
+    /// Decodes an 8-bit PNG into `self.decoded` as RGB8; everything else is
+    /// refused from its header, before the decoder allocates.
+    fn decode_png(&mut self, data: &[u8]) -> Result<(u32, u32), FrameError> {
+        let mut dec =
+            image::codecs::png::PngDecoder::new(Cursor::new(data)).map_err(|e| FrameError::Decode(e.to_string()))?;
         let (w, h) = dec.dimensions();
         self.check_size(w, h)?;
         let color = dec.color_type();
+        if !matches!(
+            color,
+            image::ColorType::L8 | image::ColorType::La8 | image::ColorType::Rgb8 | image::ColorType::Rgba8
+        ) {
+            return Err(FrameError::UnsupportedFormat(format!(
+                "PNG with {color:?} pixels ({} bits per channel; supported: 8-bit grey, grey+alpha, RGB, RGBA)",
+                color.bytes_per_pixel() as u16 * 8 / color.channel_count() as u16
+            )));
+        }
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(self.max_width);
+        limits.max_image_height = Some(self.max_height);
+        limits.max_alloc = Some(self.max_width as u64 * self.max_height as u64 * 4);
+        dec.set_limits(limits).map_err(|e| FrameError::Decode(e.to_string()))?;
+        self.decode_rgb8(dec, color, w, h)?;
+        Ok((w, h))
+    }
+
+    /// Decodes into `self.decoded` and normalises the 8-bit colour type to packed RGB8.
+    fn decode_rgb8(
+        &mut self,
+        dec: impl ImageDecoder,
+        color: image::ColorType,
+        w: u32,
+        h: u32,
+    ) -> Result<(), FrameError> {
         let n = dec.total_bytes() as usize;
         self.decoded.resize(n, 0);
         dec.read_image(&mut self.decoded).map_err(|e| FrameError::Decode(e.to_string()))?;
         let px = (w * h) as usize;
-        // Normalise the decoded colour type to packed RGB8 in place (only shrinks).
+        // Normalise the decoded colour type to packed RGB8 in place.
         match color {
             image::ColorType::Rgb8 => {}
             image::ColorType::L8 => {
@@ -351,7 +417,7 @@ impl Preprocessor {
             }
             other => return Err(FrameError::UnsupportedFormat(format!("{other:?} pixels"))),
         }
-        Ok((w, h))
+        Ok(())
     }
 
     /// Samples the source (given as a per-pixel RGB function) into the output tensor.
@@ -465,11 +531,6 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// A complete JPEG ends with the EOI marker `FF D9` (some encoders pad after it).
-fn jpeg_has_eoi(data: &[u8]) -> bool {
-    data[data.len().saturating_sub(64)..].windows(2).any(|w| w == [0xFF, 0xD9])
-}
-
 /// The source rectangle `(x0, width, y0, height)` that is resized to the output.
 fn crop(sw: u32, sh: u32, ow: u32, oh: u32, mode: ResizeMode) -> (u32, u32, u32, u32) {
     match mode {
@@ -498,21 +559,26 @@ impl Source<'_> {
     fn yuv422(&self, x: usize, y: usize, pos: [usize; 3]) -> [f32; 3] {
         let i = y * self.step + (x & !1) * 2;
         let m = &self.data[i..i + 4];
-        let yv = m[pos[0] + 2 * (x & 1)] as f32;
-        let u = m[pos[1]] as f32 - 128.0;
-        let v = m[pos[2]] as f32 - 128.0;
-        yuv_to_rgb(yv, u, v)
+        yuv_to_rgb(m[pos[0] + 2 * (x & 1)], m[pos[1]], m[pos[2]]).map(f32::from)
     }
 }
 
-/// Full-range BT.601, as JPEG uses.
+/// BT.601 video range to 8-bit RGB, exactly as OpenCV's `cvtColor` (and so
+/// cv_bridge) converts `yuv422` / `yuv422_yuy2`: its fixed-point coefficients,
+/// rounding and saturation.
 #[inline(always)]
-fn yuv_to_rgb(y: f32, u: f32, v: f32) -> [f32; 3] {
-    [
-        (y + 1.402 * v).clamp(0.0, 255.0),
-        (y - 0.344_136 * u - 0.714_136 * v).clamp(0.0, 255.0),
-        (y + 1.772 * u).clamp(0.0, 255.0),
-    ]
+fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    const SHIFT: i32 = 20;
+    const CY: i32 = 1_220_542; // 1.164 * 2^20
+    const CUB: i32 = 2_116_026; // 2.018
+    const CUG: i32 = -409_993; // -0.391
+    const CVG: i32 = -852_492; // -0.813
+    const CVR: i32 = 1_673_527; // 1.596
+    const HALF: i32 = 1 << (SHIFT - 1);
+    let (uu, vv) = (u as i32 - 128, v as i32 - 128);
+    let yy = (y as i32 - 16).max(0) * CY;
+    let sat = |x: i32| (x >> SHIFT).clamp(0, 255) as u8;
+    [sat(yy + HALF + CVR * vv), sat(yy + HALF + CVG * vv + CUG * uu), sat(yy + HALF + CUB * uu)]
 }
 
 #[cfg(test)]
@@ -568,11 +634,12 @@ mod tests {
     #[test]
     fn yuv_grey_is_grey_and_byte_orders_differ_correctly() {
         let mut p = Preprocessor::new(spec(2, 1), 100, 100);
-        // UYVY: U Y0 V Y1; YUYV: Y0 U Y1 V. Neutral chroma (128) gives grey = Y.
+        // UYVY: U Y0 V Y1; YUYV: Y0 U Y1 V. Neutral chroma (128) gives grey,
+        // video range: (Y - 16) * 1.164, rounded (OpenCV: 50 -> 40, 90 -> 86).
         let uyvy = [128u8, 50, 128, 90];
         let yuyv = [50u8, 128, 90, 128];
         let a = f32s(p.raw(&frame(2, 1, "yuv422", 4, &uyvy)).unwrap());
-        assert_eq!(a, vec![50.0, 90.0, 50.0, 90.0, 50.0, 90.0]);
+        assert_eq!(a, vec![40.0, 86.0, 40.0, 86.0, 40.0, 86.0]);
         let b = f32s(p.raw(&frame(2, 1, "yuv422_yuy2", 4, &yuyv)).unwrap());
         assert_eq!(a, b);
         // Strong V (red difference) raises R and lowers G.
@@ -638,11 +705,13 @@ mod tests {
         }
     }
 
+    type IsError = fn(&FrameError) -> bool;
+
     #[test]
     fn malformed_frames_are_refused() {
         let mut p = Preprocessor::new(spec(2, 2), 64, 64);
         let d = vec![0u8; 64 * 64 * 4];
-        let cases: Vec<(RawFrame, fn(&FrameError) -> bool)> = vec![
+        let cases: Vec<(RawFrame, IsError)> = vec![
             (frame(2, 2, "rgb16", 12, &d), |e| matches!(e, FrameError::UnsupportedEncoding(_))),
             (frame(0, 2, "rgb8", 0, &d), |e| matches!(e, FrameError::Empty { .. })),
             (frame(65, 2, "rgb8", 195, &d), |e| matches!(e, FrameError::TooLarge { .. })),
@@ -660,6 +729,61 @@ mod tests {
         let mut buf = Cursor::new(Vec::new());
         img.write_to(&mut buf, fmt).unwrap();
         buf.into_inner()
+    }
+
+    #[test]
+    fn yuv_video_range_ends_are_black_and_white() {
+        assert_eq!(yuv_to_rgb(16, 128, 128), [0, 0, 0]);
+        assert_eq!(yuv_to_rgb(235, 128, 128), [255, 255, 255]);
+        assert_eq!(yuv_to_rgb(0, 128, 128), [0, 0, 0]);
+    }
+
+    /// A realistic camera frame: gradients and noise, so the scan is most of the file.
+    fn photo_jpeg(w: u32, h: u32) -> Vec<u8> {
+        let mut seed = 12345u32;
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let n = (seed >> 16) as u8 % 40;
+            image::Rgb([(x * 255 / w) as u8 ^ n, ((y * 255 / h) as u8).wrapping_add(n), ((x + y) % 256) as u8])
+        });
+        encode(img, image::ImageFormat::Jpeg)
+    }
+
+    #[test]
+    fn a_truncated_jpeg_with_an_end_marker_appended_is_refused() {
+        let jpeg = photo_jpeg(640, 480);
+        let mut p = Preprocessor::new(spec(8, 8), 4096, 4096);
+        p.compressed("jpeg", &jpeg).unwrap();
+        // Some encoders pad after the end marker: still complete.
+        let mut padded = jpeg.clone();
+        padded.extend_from_slice(&[0, 0, 0, 0]);
+        p.compressed("jpeg", &padded).unwrap();
+        for percent in [10, 30, 50, 60, 80, 95, 99] {
+            let mut cut = jpeg[..jpeg.len() * percent / 100].to_vec();
+            cut.extend_from_slice(&[0xFF, 0xD9]);
+            let e = p.compressed("jpeg", &cut).err().unwrap_or_else(|| panic!("{percent} % + EOI decoded"));
+            assert!(matches!(e, FrameError::Decode(_)), "{percent} %: {e}");
+            let bare = &jpeg[..jpeg.len() * percent / 100];
+            assert!(p.compressed("jpeg", bare).is_err(), "{percent} % without EOI");
+        }
+    }
+
+    #[test]
+    fn a_16_bit_png_is_refused_from_its_header() {
+        let img = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(64, 64, image::Rgb([1000, 2000, 3000]));
+        let mut buf = Cursor::new(Vec::new());
+        img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
+        let mut p = Preprocessor::new(spec(4, 4), 4096, 4096);
+        match p.compressed("png", buf.get_ref()) {
+            Err(FrameError::UnsupportedFormat(why)) => assert!(why.contains("16 bits"), "{why}"),
+            other => panic!("{:?}", other.err()),
+        }
+        assert!(p.decoded.capacity() < 64 * 64 * 6, "nothing was decoded");
+        for color in [image::ColorType::L8, image::ColorType::La8, image::ColorType::Rgba8] {
+            let mut buf = Cursor::new(Vec::new());
+            image::DynamicImage::new(8, 8, color).write_to(&mut buf, image::ImageFormat::Png).unwrap();
+            p.compressed("png", buf.get_ref()).unwrap_or_else(|e| panic!("{color:?}: {e}"));
+        }
     }
 
     #[test]

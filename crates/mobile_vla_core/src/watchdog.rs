@@ -29,11 +29,54 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 2] = [Role::Primary, Role::Fallback];
+
     pub fn other(self) -> Role {
         match self {
             Role::Primary => Role::Fallback,
             Role::Fallback => Role::Primary,
         }
+    }
+
+    /// The name operators see: "hybrid" or "pure".
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Primary => "hybrid",
+            Role::Fallback => "pure",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One value per policy, indexed by [`Role`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ByRole<T>(pub [T; 2]);
+
+impl<T> ByRole<T> {
+    pub fn new(primary: T, fallback: T) -> Self {
+        Self([primary, fallback])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Role, &T)> {
+        Role::ALL.into_iter().zip(&self.0)
+    }
+}
+
+impl<T> std::ops::Index<Role> for ByRole<T> {
+    type Output = T;
+    fn index(&self, r: Role) -> &T {
+        &self.0[r as usize]
+    }
+}
+
+impl<T> std::ops::IndexMut<Role> for ByRole<T> {
+    fn index_mut(&mut self, r: Role) -> &mut T {
+        &mut self.0[r as usize]
     }
 }
 
@@ -54,6 +97,9 @@ pub struct WatchdogConfig {
     pub recovery_successes: u32,
     /// After this long healthy, a policy's cool-down is back to `cooldown`.
     pub stable_after: Duration,
+    /// At start the fallback drives only once the primary's load has ended
+    /// (loaded or failed), or after this long.
+    pub start_timeout: Duration,
 }
 
 impl Default for WatchdogConfig {
@@ -68,6 +114,7 @@ impl Default for WatchdogConfig {
             max_cooldown: Duration::from_secs(60),
             recovery_successes: 5,
             stable_after: Duration::from_secs(30),
+            start_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -76,7 +123,10 @@ impl Default for WatchdogConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// `action` is the largest |component| of the proposed velocity.
-    Ok { latency: Duration, max_abs: f64 },
+    Ok {
+        latency: Duration,
+        max_abs: f64,
+    },
     Error(String),
     NonFinite,
     Timeout,
@@ -87,9 +137,15 @@ enum State {
     Loading,
     /// Loading failed; it is not retried (the model or provider will not appear by itself).
     Unavailable(String),
-    Healthy { since: Instant },
-    Failed { retry_at: Instant },
-    Probing { good: u32 },
+    Healthy {
+        since: Instant,
+    },
+    Failed {
+        retry_at: Instant,
+    },
+    Probing {
+        good: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -115,11 +171,7 @@ pub struct Switch {
 
 impl fmt::Display for Switch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = |r: Option<Role>| match r {
-            Some(Role::Primary) => "hybrid",
-            Some(Role::Fallback) => "pure",
-            None => "none",
-        };
+        let name = |r: Option<Role>| r.map_or("none", Role::name);
         write!(f, "{} -> {}: {}", name(self.from), name(self.to), self.reason)
     }
 }
@@ -133,10 +185,39 @@ pub struct Verdict {
     pub switch: Option<Switch>,
 }
 
+/// A policy's health as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthState {
+    Loading,
+    /// Failed to load, or its inference thread died: not retried.
+    Unavailable,
+    Healthy,
+    CoolingDown,
+    Probing,
+}
+
+impl HealthState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Loading => "loading",
+            HealthState::Unavailable => "unavailable",
+            HealthState::Healthy => "healthy",
+            HealthState::CoolingDown => "cooling down",
+            HealthState::Probing => "probing",
+        }
+    }
+}
+
+impl fmt::Display for HealthState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A snapshot for diagnostics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthReport {
-    pub state: &'static str,
+    pub state: HealthState,
     pub healthy: bool,
     pub runs: u64,
     pub failures: u64,
@@ -150,10 +231,12 @@ pub struct Watchdog {
     fallback: Health,
     active: Option<Role>,
     last_switch: Option<Switch>,
+    /// Until then, a primary still loading keeps the fallback from driving.
+    start_deadline: Instant,
 }
 
 impl Watchdog {
-    pub fn new(cfg: WatchdogConfig) -> Self {
+    pub fn new(cfg: WatchdogConfig, now: Instant) -> Self {
         let h = Health {
             state: State::Loading,
             cooldown: cfg.cooldown,
@@ -164,7 +247,8 @@ impl Watchdog {
             failures: 0,
             last_error: String::new(),
         };
-        Self { primary: h.clone(), fallback: h, cfg, active: None, last_switch: None }
+        let start_deadline = now + cfg.start_timeout;
+        Self { primary: h.clone(), fallback: h, cfg, active: None, last_switch: None, start_deadline }
     }
 
     fn health(&mut self, r: Role) -> &mut Health {
@@ -209,11 +293,11 @@ impl Watchdog {
         let h = self.health_ref(r);
         HealthReport {
             state: match h.state {
-                State::Loading => "loading",
-                State::Unavailable(_) => "unavailable",
-                State::Healthy { .. } => "healthy",
-                State::Failed { .. } => "cooling down",
-                State::Probing { .. } => "probing",
+                State::Loading => HealthState::Loading,
+                State::Unavailable(_) => HealthState::Unavailable,
+                State::Healthy { .. } => HealthState::Healthy,
+                State::Failed { .. } => HealthState::CoolingDown,
+                State::Probing { .. } => HealthState::Probing,
             },
             healthy: matches!(h.state, State::Healthy { .. }),
             runs: h.runs,
@@ -254,6 +338,16 @@ impl Watchdog {
             _ => format!("{} loaded", name(r)),
         };
         self.reselect(reason, now)
+    }
+
+    /// `r` can no longer run at all (its inference thread died): like a load
+    /// failure, it is not retried, and control moves on.
+    pub fn lost(&mut self, r: Role, reason: String, now: Instant) -> Option<Switch> {
+        let h = self.health(r);
+        h.failures += 1;
+        h.last_error = reason.clone();
+        h.state = State::Unavailable(reason.clone());
+        self.reselect(format!("{}: {reason}", name(r)), now)
     }
 
     /// A run of `r` ended with `outcome` at `now`.
@@ -325,10 +419,7 @@ impl Watchdog {
                     if good >= cfg.recovery_successes {
                         h.state = State::Healthy { since: now };
                         h.recovered = true;
-                        let switch = self.reselect(
-                            format!("{} recovered after {good} good runs", name(r)),
-                            now,
-                        );
+                        let switch = self.reselect(format!("{} recovered after {good} good runs", name(r)), now);
                         // This result came from a probe; control moves from the next one.
                         return Verdict { drive: false, switch };
                     }
@@ -340,9 +431,22 @@ impl Watchdog {
         }
     }
 
+    /// Lets the fallback drive once the primary has been loading past the
+    /// start timeout (call it periodically).
+    pub fn poll(&mut self, now: Instant) -> Option<Switch> {
+        if self.active.is_none() && self.primary.state == State::Loading && now >= self.start_deadline {
+            let waited = self.cfg.start_timeout.as_secs_f64();
+            return self.reselect(format!("hybrid still loading after {waited:.0} s"), now);
+        }
+        None
+    }
+
     /// The primary when healthy, else the fallback when healthy, else none.
-    fn reselect(&mut self, reason: String, _now: Instant) -> Option<Switch> {
-        let next = [Role::Primary, Role::Fallback].into_iter().find(|r| self.is_healthy(*r));
+    /// While the primary's first load is under way (and the start timeout has
+    /// not passed) nothing drives: a start is hybrid-first, not a race.
+    fn reselect(&mut self, reason: String, now: Instant) -> Option<Switch> {
+        let primary_loading = self.primary.state == State::Loading && now < self.start_deadline;
+        let next = [Role::Primary, Role::Fallback].into_iter().find(|r| self.is_healthy(*r) && !primary_loading);
         if next == self.active {
             return None;
         }
@@ -354,10 +458,7 @@ impl Watchdog {
 }
 
 fn name(r: Role) -> &'static str {
-    match r {
-        Role::Primary => "hybrid",
-        Role::Fallback => "pure",
-    }
+    r.name()
 }
 
 #[cfg(test)]
@@ -382,11 +483,12 @@ mod tests {
             max_cooldown: 8000 * MS,
             recovery_successes: 3,
             stable_after: 60_000 * MS,
+            start_timeout: 5000 * MS,
         }
     }
 
     fn both_loaded(t0: Instant) -> Watchdog {
-        let mut w = Watchdog::new(cfg());
+        let mut w = Watchdog::new(cfg(), Instant::now());
         w.loaded(Role::Fallback, Ok(()), t0);
         w.loaded(Role::Primary, Ok(()), t0);
         assert_eq!(w.active(), Some(Role::Primary));
@@ -433,12 +535,12 @@ mod tests {
         );
         // Load failure of the primary (missing file, corrupt file, required provider absent).
         let t0 = Instant::now();
-        let mut w = Watchdog::new(cfg());
+        let mut w = Watchdog::new(cfg(), Instant::now());
         w.loaded(Role::Fallback, Ok(()), t0);
-        assert_eq!(w.active(), Some(Role::Fallback));
-        assert!(w.loaded(Role::Primary, Err("required execution provider unavailable".into()), t0).is_none());
-        assert_eq!(w.active(), Some(Role::Fallback));
-        assert!(w.report(Role::Primary).state == "unavailable");
+        let s = w.loaded(Role::Primary, Err("required execution provider unavailable".into()), t0).unwrap();
+        assert_eq!((s.to, w.active()), (Some(Role::Fallback), Some(Role::Fallback)));
+        assert!(s.reason.contains("failed to load"), "{}", s.reason);
+        assert_eq!(w.report(Role::Primary).state, HealthState::Unavailable);
         assert!(!w.wants_frames(Role::Primary, t0 + Duration::from_secs(3600)), "a load failure is not probed");
     }
 
@@ -465,7 +567,7 @@ mod tests {
         let v1 = w.verdict(Role::Primary, ok(10), t1);
         let v2 = w.verdict(Role::Primary, ok(10), t1);
         assert!(!v1.drive && !v2.drive && w.active() == Some(Role::Fallback));
-        assert_eq!(w.report(Role::Primary).state, "probing");
+        assert_eq!(w.report(Role::Primary).state, HealthState::Probing);
         let v3 = w.verdict(Role::Primary, ok(10), t1);
         assert!(!v3.drive, "the recovering probe itself does not drive");
         let s = v3.switch.unwrap();
@@ -482,7 +584,7 @@ mod tests {
         let t1 = t0 + 1001 * MS;
         w.verdict(Role::Primary, ok(10), t1);
         w.verdict(Role::Primary, Outcome::NonFinite, t1);
-        assert_eq!(w.report(Role::Primary).state, "cooling down");
+        assert_eq!(w.report(Role::Primary).state, HealthState::CoolingDown);
         assert!(!w.wants_frames(Role::Primary, t1 + 500 * MS));
     }
 
@@ -531,9 +633,31 @@ mod tests {
     }
 
     #[test]
+    fn a_start_is_hybrid_first_unless_its_load_fails_or_takes_too_long() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(cfg(), t0);
+        assert_eq!(w.loaded(Role::Fallback, Ok(()), t0 + MS), None, "the fallback loaded first: nothing drives yet");
+        assert_eq!(w.active(), None);
+        let s = w.loaded(Role::Primary, Ok(()), t0 + 2 * MS).unwrap();
+        assert_eq!((s.from, s.to), (None, Some(Role::Primary)));
+
+        let mut w = Watchdog::new(cfg(), t0);
+        w.loaded(Role::Fallback, Ok(()), t0);
+        let s = w.loaded(Role::Primary, Err("missing".into()), t0 + MS).unwrap();
+        assert_eq!(s.to, Some(Role::Fallback));
+
+        let mut w = Watchdog::new(cfg(), t0);
+        w.loaded(Role::Fallback, Ok(()), t0);
+        assert_eq!(w.poll(t0 + 4999 * MS), None);
+        let s = w.poll(t0 + 5000 * MS).unwrap();
+        assert_eq!(s.to, Some(Role::Fallback));
+        assert!(s.reason.contains("still loading"), "{}", s.reason);
+    }
+
+    #[test]
     fn neither_loaded_means_nothing_drives() {
         let t0 = Instant::now();
-        let mut w = Watchdog::new(cfg());
+        let mut w = Watchdog::new(cfg(), Instant::now());
         assert_eq!(w.active(), None);
         assert!(w.reason().unwrap().contains("loading"));
         w.loaded(Role::Primary, Err("missing".into()), t0);

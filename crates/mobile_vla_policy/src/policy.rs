@@ -26,6 +26,9 @@ pub struct Action {
     pub linear_x: f32,
     pub linear_y: f32,
     pub angular_z: f32,
+    /// The largest |velocity| after scaling and before the clip: what the
+    /// watchdog judges, so a diverging model fails over instead of driving at the clip.
+    pub raw_max_abs: f32,
 }
 
 /// How long each stage of the last run took.
@@ -40,12 +43,15 @@ pub struct Timings {
 /// on first use: `library`, else `$ORT_DYLIB_PATH`, else whatever the dynamic
 /// loader finds as `libonnxruntime.so`. Later calls share the first result.
 pub fn init_runtime(library: Option<&Path>) -> Result<ort::environment::Environment, PolicyError> {
-    static RUNTIME: std::sync::OnceLock<Result<ort::environment::Environment, PolicyError>> = std::sync::OnceLock::new();
+    static RUNTIME: std::sync::OnceLock<Result<ort::environment::Environment, PolicyError>> =
+        std::sync::OnceLock::new();
     RUNTIME
         .get_or_init(|| {
             let path: PathBuf = match library {
                 Some(p) => p.to_path_buf(),
-                None => std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| "libonnxruntime.so".into()),
+                None => {
+                    std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| "libonnxruntime.so".into())
+                }
             };
             ort::init_from(&path)
                 .map_err(|e| PolicyError::Runtime(format!("{}: {e}", path.display())))?
@@ -86,9 +92,8 @@ impl Policy {
         let mut builder = Session::builder(env)
             .and_then(|b| b.with_intra_threads(cfg.cpu_threads).map_err(Into::into))
             .map_err(|e| PolicyError::Load(e.to_string()))?;
-        let selection = providers::plan(&cfg.providers, cfg.require_provider, |p| {
-            providers::register(p, cfg, &mut builder)
-        })?;
+        let selection =
+            providers::plan(&cfg.providers, cfg.require_provider, |p| providers::register(p, cfg, &mut builder))?;
         let session = builder
             .commit_from_file(&manifest.onnx_path)
             .map_err(|e| PolicyError::Load(format!("{}: {e}", manifest.onnx_path.display())))?;
@@ -167,9 +172,15 @@ impl Policy {
         inputs.push((m.image.input.clone(), image));
         if let (Some(t), Some(tok)) = (&m.text, &self.tokens) {
             let shape = vec![1i64, tok.input_ids.len() as i64];
-            inputs.push((t.input_ids.clone(), TensorRef::from_array_view((shape.clone(), &tok.input_ids[..])).map_err(run_err)?.into()));
+            inputs.push((
+                t.input_ids.clone(),
+                TensorRef::from_array_view((shape.clone(), &tok.input_ids[..])).map_err(run_err)?.into(),
+            ));
             if let Some(name) = &t.attention_mask {
-                inputs.push((name.clone(), TensorRef::from_array_view((shape.clone(), &tok.attention_mask[..])).map_err(run_err)?.into()));
+                inputs.push((
+                    name.clone(),
+                    TensorRef::from_array_view((shape.clone(), &tok.attention_mask[..])).map_err(run_err)?.into(),
+                ));
             }
             if let Some(name) = &t.image_embeds_position_mask {
                 inputs.push((
@@ -197,17 +208,22 @@ impl Policy {
             ActionStep::First => &values[..width],
             ActionStep::Last => &values[values.len() - width..],
         };
-        let pick = |i: usize, k: usize| -> Result<f32, PolicyError> {
-            let v = *row.get(i).ok_or_else(|| PolicyError::Run(format!("action has {width} elements, index {i} wanted")))?;
-            Ok((v * m.action.scale[k]).clamp(-m.action.clip[k], m.action.clip[k]))
+        let scaled = |i: usize, k: usize| -> Result<f32, PolicyError> {
+            let v = *row
+                .get(i)
+                .ok_or_else(|| PolicyError::Run(format!("action has {width} elements, index {i} wanted")))?;
+            Ok(v * m.action.scale[k])
         };
         if row.iter().any(|v| !v.is_finite()) {
             return Err(PolicyError::NonFinite(row.to_vec()));
         }
+        let raw = [scaled(m.action.linear_x, 0)?, scaled(m.action.linear_y, 1)?, scaled(m.action.angular_z, 2)?];
+        let clipped: [f32; 3] = std::array::from_fn(|k| raw[k].clamp(-m.action.clip[k], m.action.clip[k]));
         let action = Action {
-            linear_x: pick(m.action.linear_x, 0)?,
-            linear_y: pick(m.action.linear_y, 1)?,
-            angular_z: pick(m.action.angular_z, 2)?,
+            linear_x: clipped[0],
+            linear_y: clipped[1],
+            angular_z: clipped[2],
+            raw_max_abs: raw.iter().fold(0.0, |a, v| a.max(v.abs())),
         };
         // Carry the recurrent state only from a run whose action was valid.
         let mut next = Vec::with_capacity(self.state.len());
@@ -243,23 +259,24 @@ pub fn check_contract(m: &Manifest, session: &Session) -> Result<(), PolicyError
             PolicyError::Contract(format!("{kind} '{name}' is not in the graph (it has {have:?})"))
         })
     };
-    let expect = |actual: &ValueType, name: &str, ty: TensorElementType, shape: Option<&[i64]>| -> Result<(), PolicyError> {
-        let ok = match actual {
-            ValueType::Tensor { ty: t, shape: s, .. } => {
-                *t == ty
-                    && shape.is_none_or(|want| {
-                        s.len() == want.len() && s.iter().zip(want).all(|(a, w)| *a == -1 || *w == -1 || a == w)
-                    })
+    let expect =
+        |actual: &ValueType, name: &str, ty: TensorElementType, shape: Option<&[i64]>| -> Result<(), PolicyError> {
+            let ok = match actual {
+                ValueType::Tensor { ty: t, shape: s, .. } => {
+                    *t == ty
+                        && shape.is_none_or(|want| {
+                            s.len() == want.len() && s.iter().zip(want).all(|(a, w)| *a == -1 || *w == -1 || a == w)
+                        })
+                }
+                _ => false,
+            };
+            if ok {
+                Ok(())
+            } else {
+                let want = format!("{ty:?}{:?}", shape.unwrap_or(&[]));
+                Err(PolicyError::Contract(format!("tensor '{name}': expected {want}, graph has {}", describe(actual))))
             }
-            _ => false,
         };
-        if ok {
-            Ok(())
-        } else {
-            let want = format!("{ty:?}{:?}", shape.unwrap_or(&[]));
-            Err(PolicyError::Contract(format!("tensor '{name}': expected {want}, graph has {}", describe(actual))))
-        }
-    };
     let inputs = session.inputs();
     let image_ty = match m.image.spec.dtype {
         DType::F32 => TensorElementType::Float32,
@@ -269,7 +286,9 @@ pub fn check_contract(m: &Manifest, session: &Session) -> Result<(), PolicyError
     expect(&find(inputs, &m.image.input, "input")?, &m.image.input, image_ty, Some(&image_shape))?;
     if let Some(t) = &m.text {
         let shape = [1, t.max_length as i64];
-        for name in [Some(&t.input_ids), t.attention_mask.as_ref(), t.image_embeds_position_mask.as_ref()].into_iter().flatten() {
+        for name in
+            [Some(&t.input_ids), t.attention_mask.as_ref(), t.image_embeds_position_mask.as_ref()].into_iter().flatten()
+        {
             expect(&find(inputs, name, "input")?, name, TensorElementType::Int64, Some(&shape))?;
         }
     }
