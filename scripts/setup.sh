@@ -103,6 +103,27 @@ PYVER="$(python3 -c 'import sys;print(f"{sys.version_info[0]}.{sys.version_info[
 ORT_LIB="$(ls "$SITE"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | sort -V | tail -n1)"
 [ -n "$ORT_LIB" ] || { log "ERROR: onnxruntime wheel has no libonnxruntime.so"; exit 1; }
 
+# A second, older ONNX Runtime beside the first, for the test that the node
+# loads the one `policy.onnxruntime_library` names, not the first one it finds.
+ALT_ORT_VERSION=1.22.1
+ALT_ORT_LIB="$VENV/onnxruntime-$ALT_ORT_VERSION/libonnxruntime.so.$ALT_ORT_VERSION"
+if [ ! -f "$ALT_ORT_LIB" ]; then
+  log "pip: a second ONNX Runtime ($ALT_ORT_VERSION) for the runtime-selection test"
+  ALT_TMP="$(mktemp -d)"
+  "$PY" -m pip download -q --no-deps "onnxruntime==$ALT_ORT_VERSION" -d "$ALT_TMP"
+  "$PY" - "$ALT_TMP" "$(dirname "$ALT_ORT_LIB")" <<'PYEOF'
+import pathlib, sys, zipfile
+wheel = next(pathlib.Path(sys.argv[1]).glob("onnxruntime-*.whl"))
+out = pathlib.Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if "/capi/libonnxruntime.so" in name:
+            (out / pathlib.Path(name).name).write_bytes(z.read(name))
+PYEOF
+  rm -rf "$ALT_TMP"
+fi
+
 # --- shims for the wheel-built prefix ------------------------------------------------
 LIBS_DIRS=""
 if [ "$MODE" = wheels ]; then
@@ -142,6 +163,7 @@ ENV_FILE="$ROOT/env.sh"
   echo "export ROS_AUTOMATIC_DISCOVERY_RANGE=\${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
   echo "export RMW_IMPLEMENTATION=\${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
   echo "export ORT_DYLIB_PATH='$ORT_LIB'"
+  echo "export MOBILE_VLA_ALT_ORT='$ALT_ORT_LIB'"
   # r2r generates bindings only for the interface packages the node uses.
   echo "export IDL_PACKAGE_FILTER='std_msgs;builtin_interfaces;geometry_msgs;sensor_msgs;diagnostic_msgs;std_srvs;rcl_interfaces;rosgraph_msgs;mobile_vla_msgs;service_msgs;type_description_interfaces;unique_identifier_msgs;action_msgs'"
   if [ "$MODE" = wheels ]; then

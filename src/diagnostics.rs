@@ -5,6 +5,7 @@
 
 use mobile_vla_core::control::{Controller, NodeState, StatusView};
 use mobile_vla_core::watchdog::{ByRole, Role, Watchdog};
+use mobile_vla_policy::runtime::RuntimeInfo;
 use r2r::{
     builtin_interfaces::msg::Time,
     diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue},
@@ -20,6 +21,8 @@ pub struct PolicyInfo {
     pub provider: String,
     pub loaded: bool,
     pub takes_instruction: bool,
+    /// The ONNX Runtime that runs it, once loaded.
+    pub runtime: Option<RuntimeInfo>,
 }
 
 fn kv(key: &str, value: impl ToString) -> KeyValue {
@@ -47,6 +50,8 @@ fn policy_status(wd: &Watchdog, r: Role, info: &PolicyInfo) -> vla::PolicyStatus
         takes_instruction: info.takes_instruction,
         requested_providers: info.requested.clone(),
         execution_provider: info.provider.clone(),
+        onnxruntime_version: info.runtime.as_ref().map(|r| r.version.clone()).unwrap_or_default(),
+        onnxruntime_library: info.runtime.as_ref().map(|r| r.library.display().to_string()).unwrap_or_default(),
         runs: h.runs,
         failures: h.failures,
         last_error: h.last_error,
@@ -91,6 +96,7 @@ pub fn diagnostics(stamp: Time, ctl: &Controller, info: &ByRole<PolicyInfo>) -> 
         values.extend([
             kv(&format!("{n}.state"), h.state),
             kv(&format!("{n}.execution_provider"), &i.provider),
+            kv(&format!("{n}.onnxruntime"), i.runtime.as_ref().map(ToString::to_string).unwrap_or_default()),
             kv(&format!("{n}.takes_instruction"), i.takes_instruction),
             kv(&format!("{n}.runs"), h.runs),
             kv(&format!("{n}.failures"), h.failures),

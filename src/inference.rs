@@ -20,7 +20,8 @@ use mobile_vla_core::inbox::Inbox;
 use mobile_vla_core::preprocess::RawFrame;
 use mobile_vla_core::run_tracker::RunTracker;
 use mobile_vla_core::watchdog::Role;
-use mobile_vla_policy::policy::{init_runtime, Timings};
+use mobile_vla_policy::policy::Timings;
+use mobile_vla_policy::runtime::{init_runtime, RuntimeInfo};
 use mobile_vla_policy::{Action, Policy, PolicyError, RunOptions};
 use r2r::{builtin_interfaces::msg::Time, sensor_msgs::msg as sensor};
 use tokio::sync::mpsc::UnboundedSender;
@@ -135,6 +136,7 @@ pub enum Event {
     Loaded {
         role: Role,
         provider: String,
+        runtime: RuntimeInfo,
         stand_in: bool,
         takes_instruction: bool,
     },
@@ -191,8 +193,8 @@ pub fn spawn(
         .expect("spawning the inference thread")
 }
 
-fn load(cfg: &WorkerConfig, watch: &RunWatch) -> Result<Policy, PolicyError> {
-    let env = init_runtime(cfg.onnxruntime_library.as_deref())?;
+fn load(cfg: &WorkerConfig, watch: &RunWatch) -> Result<(Policy, RuntimeInfo), PolicyError> {
+    let runtime = init_runtime(cfg.onnxruntime_library.as_deref())?;
     // Only now that the configured ONNX Runtime is loaded.
     let options = RunOptions::new().map_err(|e| PolicyError::Runtime(e.to_string()))?;
     let _ = watch.options.set(options);
@@ -205,10 +207,10 @@ fn load(cfg: &WorkerConfig, watch: &RunWatch) -> Result<Policy, PolicyError> {
             cfg.model.tensorrt.engine_cache_dir
         );
     }
-    let mut policy = Policy::load(&env, &cfg.manifest, &cfg.model, cfg.max_frame)?;
+    let mut policy = Policy::load(&runtime.env, &cfg.manifest, &cfg.model, cfg.max_frame)?;
     warm_up(&mut policy)?;
     release_freed_heap();
-    Ok(policy)
+    Ok((policy, runtime.info))
 }
 
 /// Loading parses the whole model into short-lived buffers. glibc keeps what
@@ -247,10 +249,11 @@ fn warm_up(policy: &mut Policy) -> Result<(), PolicyError> {
 fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &UnboundedSender<Event>) {
     let role = cfg.role;
     let mut policy = match load(&cfg, watch) {
-        Ok(p) => {
+        Ok((p, runtime)) => {
             let _ = events.send(Event::Loaded {
                 role,
                 provider: p.selection().describe(),
+                runtime,
                 stand_in: p.manifest().manifest.stand_in,
                 takes_instruction: !p.instruction_free(),
             });

@@ -223,8 +223,14 @@ impl Shell {
     fn on_event(&mut self, ev: Event) {
         let now = Instant::now();
         let fx = match ev {
-            Event::Loaded { role, provider, stand_in, takes_instruction } => {
-                info!(policy = %role, execution_provider = %provider, "policy loaded");
+            Event::Loaded { role, provider, runtime, stand_in, takes_instruction } => {
+                info!(
+                    policy = %role,
+                    execution_provider = %provider,
+                    onnxruntime = %runtime.version,
+                    library = %runtime.library.display(),
+                    "policy loaded"
+                );
                 if stand_in {
                     warn!(policy = %role, "this is a STAND-IN model, not a trained policy: do not drive a real robot with it");
                 }
@@ -234,6 +240,7 @@ impl Shell {
                 let info = &mut self.info[role];
                 info.loaded = true;
                 info.takes_instruction = takes_instruction;
+                info.runtime = Some(runtime);
                 info.provider = provider.split(' ').next().unwrap_or_default().to_string();
                 self.ctl.loaded(role, Ok(()), now)
             }

@@ -477,14 +477,14 @@ impl Config {
         Ok(())
     }
 
-    /// Checks that every file the configuration names exists, resolving
+    /// Checks that both manifests exist, resolving
     /// relative paths against `share_dir`; returns the resolved manifests.
     pub fn resolve_files(&self, share_dir: &Path) -> Result<(PathBuf, PathBuf), ConfigError> {
         let hybrid = resolve_existing_file("policy.hybrid.manifest", &self.policy.hybrid.manifest, share_dir)?;
         let pure = resolve_existing_file("policy.pure.manifest", &self.policy.pure.manifest, share_dir)?;
-        if !self.policy.onnxruntime_library.is_empty() {
-            resolve_existing_file("policy.onnxruntime_library", &self.policy.onnxruntime_library, share_dir)?;
-        }
+        // policy.onnxruntime_library is not checked here: a missing or
+        // incompatible library is reported by the load itself (POLICY NOT LOADED,
+        // the robot held still), like a missing model.
         Ok((hybrid, pure))
     }
 }

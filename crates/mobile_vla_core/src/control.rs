@@ -283,10 +283,6 @@ impl Controller {
         self.mux.is_enabled(POLICY)
     }
 
-    pub fn freshness(&self) -> Freshness {
-        self.freshness
-    }
-
     /// Whether `role`'s worker should get a frame that arrived now.
     pub fn wants_frame(&self, role: Role, now: Instant) -> bool {
         self.started[role] && self.watchdog.wants_frames(role, now)

@@ -1,5 +1,6 @@
 //! ONNX Runtime inference for mobile_vla.
 //!
+//! `runtime` loads the configured ONNX Runtime and says which one runs,
 //! `manifest` describes a policy's graph by role, `text` turns instructions
 //! into token tensors, `providers` decides which execution provider runs a
 //! model and reports it honestly, `policy` owns a loaded session and turns a
@@ -9,6 +10,7 @@
 pub mod manifest;
 pub mod policy;
 pub mod providers;
+pub mod runtime;
 pub mod text;
 
 pub use ort::session::RunOptions;

@@ -6,7 +6,7 @@
 //! action may move the robot (that is the watchdog's and the command stage's
 //! job), and it holds no ROS types.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use half::f16;
@@ -37,29 +37,6 @@ pub struct Timings {
     pub preprocess: Duration,
     pub inference: Duration,
     pub postprocess: Duration,
-}
-
-/// The process's ONNX Runtime environment (ONNX Runtime allows one), created
-/// on first use: `library`, else `$ORT_DYLIB_PATH`, else whatever the dynamic
-/// loader finds as `libonnxruntime.so`. Later calls share the first result.
-pub fn init_runtime(library: Option<&Path>) -> Result<ort::environment::Environment, PolicyError> {
-    static RUNTIME: std::sync::OnceLock<Result<ort::environment::Environment, PolicyError>> =
-        std::sync::OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            let path: PathBuf = match library {
-                Some(p) => p.to_path_buf(),
-                None => {
-                    std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).unwrap_or_else(|| "libonnxruntime.so".into())
-                }
-            };
-            ort::init_from(&path)
-                .map_err(|e| PolicyError::Runtime(format!("{}: {e}", path.display())))?
-                .with_name("mobile_vla")
-                .build()
-                .map_err(|e| PolicyError::Runtime(e.to_string()))
-        })
-        .clone()
 }
 
 pub struct Policy {

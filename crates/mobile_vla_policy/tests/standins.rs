@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use mobile_vla_core::config::{ModelConfig, Provider};
-use mobile_vla_policy::policy::init_runtime;
+use mobile_vla_policy::runtime::init_runtime;
 use mobile_vla_policy::{Policy, PolicyError};
 use ort::session::RunOptions;
 
@@ -13,7 +13,7 @@ fn models() -> PathBuf {
 }
 
 fn env() -> ort::environment::Environment {
-    init_runtime(None).expect("libonnxruntime: source env.sh (it sets ORT_DYLIB_PATH) or run scripts/test.sh")
+    init_runtime(None).expect("libonnxruntime: source env.sh (it sets ORT_DYLIB_PATH) or run scripts/test.sh").env
 }
 
 fn cpu() -> ModelConfig {
@@ -28,6 +28,16 @@ fn run(p: &mut Policy, sample: &str) -> mobile_vla_policy::Action {
     let png = std::fs::read(models().join("samples").join(sample)).unwrap();
     p.preprocess_compressed("png", &png).unwrap();
     p.infer(&RunOptions::new().unwrap()).unwrap().0
+}
+
+#[test]
+fn the_runtime_reports_the_library_it_loaded_and_its_version() {
+    env();
+    let info = init_runtime(None).unwrap().info;
+    let wanted = std::fs::canonicalize(std::env::var_os("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH")).unwrap();
+    assert_eq!(std::fs::canonicalize(&info.library).unwrap(), wanted, "{info}");
+    // The wheel's file is libonnxruntime.so.<version>: the library says the same.
+    assert!(wanted.to_string_lossy().ends_with(&info.version), "{info}");
 }
 
 #[test]
