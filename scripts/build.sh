@@ -11,5 +11,14 @@ source env.sh
 # colcon-cargo would also build each member crate of the Cargo workspace as a
 # package of its own; they are libraries of mobile_vla, built with it.
 export COLCON_EXTENSION_BLOCKLIST="colcon_core.package_discovery.cargo_workspace${COLCON_EXTENSION_BLOCKLIST:+:$COLCON_EXTENSION_BLOCKLIST}"
+# r2r caches the bindings it generates by environment, not by message content:
+# after a change in msg/, drop them so the node is built against the new definitions.
+MSG_HASH="$(cat msg/msg/*.msg | sha256sum | cut -c1-16)"
+MSG_STAMP=build/mobile_vla_msgs.sha
+if [ -d build/mobile_vla ] && [ "$(cat "$MSG_STAMP" 2>/dev/null)" != "$MSG_HASH" ]; then
+  echo "msg/ changed: regenerating r2r's bindings" >&2
+  cargo clean -q -p r2r_msg_gen -p r2r --target-dir build/mobile_vla
+fi
 colcon --log-base log build --paths msg . --build-base build --install-base install \
   "$@"
+echo "$MSG_HASH" >"$MSG_STAMP"

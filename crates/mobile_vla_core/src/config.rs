@@ -123,6 +123,10 @@ pub struct TensorRtConfig {
     pub workspace_mb: u64,
     /// 0..=5; higher builds slower and may run faster.
     pub builder_optimization_level: u8,
+    /// Keep LayerNorm in FP32 under FP16: transformer LayerNorms overflow in FP16.
+    pub layer_norm_fp32: bool,
+    /// Capture the engine in a CUDA graph (only for graphs whose input shapes never change).
+    pub cuda_graph: bool,
 }
 
 impl Default for TensorRtConfig {
@@ -133,6 +137,8 @@ impl Default for TensorRtConfig {
             timing_cache_dir: "~/.cache/mobile_vla/tensorrt".into(),
             workspace_mb: 2048,
             builder_optimization_level: 3,
+            layer_norm_fp32: true,
+            cuda_graph: false,
         }
     }
 }

@@ -76,6 +76,8 @@ pub fn tensorrt_options(cfg: &ModelConfig) -> Vec<(&'static str, String)> {
         ("trt_timing_cache_enable", "1".into()),
         ("trt_timing_cache_path", expand_home(&t.timing_cache_dir).display().to_string()),
         ("trt_builder_optimization_level", t.builder_optimization_level.to_string()),
+        ("trt_layer_norm_fp32_fallback", (t.layer_norm_fp32 as u8).to_string()),
+        ("trt_cuda_graph_enable", (t.cuda_graph as u8).to_string()),
     ]
 }
 
@@ -160,7 +162,12 @@ mod tests {
         assert_eq!(o["trt_engine_cache_path"], "/var/cache/trt");
         assert_eq!(o["trt_max_workspace_size"], (1u64 << 30).to_string());
         assert!(!o["trt_timing_cache_path"].starts_with('~'), "home is expanded");
+        // Transformers under FP16 keep LayerNorm in FP32 unless told otherwise.
+        assert_eq!(o["trt_layer_norm_fp32_fallback"], "1");
+        assert_eq!(o["trt_cuda_graph_enable"], "0");
         cfg.tensorrt.fp16 = false;
-        assert!(tensorrt_options(&cfg).contains(&("trt_fp16_enable", "0".into())));
+        cfg.tensorrt.cuda_graph = true;
+        let o = tensorrt_options(&cfg);
+        assert!(o.contains(&("trt_fp16_enable", "0".into())) && o.contains(&("trt_cuda_graph_enable", "1".into())));
     }
 }
