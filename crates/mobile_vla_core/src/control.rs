@@ -6,8 +6,9 @@
 //! [`Generation`], pause and resume, locks, the freshness of frames and of
 //! results, which inference workers to start, and what `~/status` says. The
 //! shell hands it typed events with the instant they happened and carries out
-//! the [`Effects`] it returns. It never talks to ROS, ONNX Runtime or threads,
-//! so every rule below is tested here:
+//! the [`Effects`] it returns. It never talks to ROS, ONNX Runtime or threads
+//! (it only logs its decisions, through `tracing`), so every rule below is
+//! tested here:
 //! - a policy result drives only if the watchdog lets its policy drive, it was
 //!   computed for the current instruction generation, its run started after
 //!   the latest instruction change, stop, pause, resume or lock change, and its
