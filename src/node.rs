@@ -19,7 +19,9 @@ use futures::stream::{select_all, BoxStream};
 use futures::StreamExt;
 use mobile_vla_core::command_mux::{LockId, LockSpec, SourceId, SourceSpec, Velocity};
 use mobile_vla_core::config::{Config, ModelConfig, Transport};
-use mobile_vla_core::control::{ControlConfig, Controller, Effects, FallbackMode, Freshness, RunResult, StatusView};
+use mobile_vla_core::control::{
+    ControlConfig, Controller, Effects, FallbackMode, Freshness, RunOutcome, RunResult, StatusView,
+};
 use mobile_vla_core::limits::Limits;
 use mobile_vla_core::watchdog::{ByRole, Role, WatchdogConfig};
 use r2r::{
@@ -32,7 +34,7 @@ use tracing::{error, info, warn};
 
 use crate::command_out::{from_twist, twist, CommandPublisher};
 use crate::diagnostics::{self, PolicyInfo};
-use crate::inference::{self, Control, Event, Frame, FrameInbox, RunReport, RunWatch, SeqFrame, WorkerConfig};
+use crate::inference::{self, Event, Frame, FrameInbox, RunReport, RunWatch, SeqFrame, WorkerConfig};
 use crate::ros_clock::{stamp_s, NodeClock};
 
 /// How long the final zero command is given to reach reliable subscribers
@@ -113,8 +115,6 @@ struct Shell {
     pending: ByRole<Option<WorkerConfig>>,
     events_tx: mpsc::UnboundedSender<Event>,
     info: ByRole<PolicyInfo>,
-    /// The latest instruction change, for a worker started after it.
-    instruction: Option<Control>,
     frame_seq: u64,
     /// The newest frame, handed to a policy that takes over so it need not
     /// wait for the next one.
@@ -131,7 +131,6 @@ impl Shell {
             for w in self.workers.0.iter().flatten() {
                 w.inbox.put_control(control.clone());
             }
-            self.instruction = Some(control);
         }
         for role in fx.start {
             self.spawn_worker(role);
@@ -158,9 +157,7 @@ impl Shell {
             return;
         };
         let inbox: Arc<FrameInbox> = Arc::default();
-        if let Some(control) = &self.instruction {
-            inbox.put_control(control.clone());
-        }
+        inbox.put_control(self.ctl.task());
         let watch: Arc<RunWatch> = Arc::default();
         let thread = inference::spawn(cfg, inbox.clone(), watch.clone(), self.events_tx.clone());
         self.workers[role] = Some(Worker { inbox, watch, thread });
@@ -271,11 +268,11 @@ impl Shell {
         self.apply(fx);
         let (command_seq, stamp_to_publish_ms) =
             if drove { (self.command_seq, (self.clock.now_s() - result.stamp_s) * 1e3) } else { (0, 0.0) };
-        let outcome = match &r.result {
-            Ok(_) => vla::InferenceStats::OUTCOME_OK as u8,
-            Err(mobile_vla_policy::PolicyError::NonFinite(_)) => vla::InferenceStats::OUTCOME_INVALID_OUTPUT as u8,
-            Err(mobile_vla_policy::PolicyError::Cancelled) => vla::InferenceStats::OUTCOME_TIMEOUT as u8,
-            Err(_) => vla::InferenceStats::OUTCOME_ERROR as u8,
+        let outcome = match &result.outcome {
+            RunOutcome::Action { .. } => vla::InferenceStats::OUTCOME_OK as u8,
+            RunOutcome::NonFinite => vla::InferenceStats::OUTCOME_INVALID_OUTPUT as u8,
+            RunOutcome::Cancelled => vla::InferenceStats::OUTCOME_TIMEOUT as u8,
+            RunOutcome::Error(_) => vla::InferenceStats::OUTCOME_ERROR as u8,
         };
         let stats = vla::InferenceStats {
             header: std_msg::Header { stamp: r.stamp.clone(), frame_id: r.frame_id.clone() },
@@ -484,7 +481,6 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
             info(&files.hybrid_manifest, &config.policy.hybrid),
             info(&files.pure_manifest, &config.policy.pure),
         ),
-        instruction: None,
         frame_seq: 0,
         newest: None,
         command_seq: 0,

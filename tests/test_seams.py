@@ -122,6 +122,17 @@ def driving_left(c) -> bool:
     return abs(c.linear.y - LEFT_Y) < 1e-3
 
 
+def slow_rig_driving(peer, run_node):
+    """The slow model driving left from a 10 Hz camera: the start of every in-flight scenario."""
+    node = run_node(SLOW)
+    rig = Rig(peer, node)
+    rig.camera()
+    if not wait_for(lambda: rig.cmds.msgs and driving_left(rig.cmds.msgs[-1]), 25):
+        rig.close()
+        raise AssertionError(node.output())
+    return node, rig
+
+
 def assert_no_run_from_before_drove(rig: Rig, t_change: float):
     """Every run that started before `t_change` and ended after it reported command_seq 0; at least one did (the scenario happened)."""
     deadline = time.monotonic() + 5
@@ -137,11 +148,8 @@ def assert_no_run_from_before_drove(rig: Rig, t_change: float):
 
 @pytest.mark.parametrize("change", ["", "move right", "stop-command"])
 def test_a_run_in_flight_never_drives_after_its_instruction_is_cleared_or_replaced(peer, run_node, change):
-    node = run_node(SLOW)
-    rig = Rig(peer, node)
+    node, rig = slow_rig_driving(peer, run_node)
     try:
-        rig.camera()
-        assert wait_for(lambda: rig.cmds.msgs and driving_left(rig.cmds.msgs[-1]), 25), node.output()
         t = rig.mid_run()
         if change == "stop-command":
             rig.control.publish(String(data="stop"))
@@ -163,11 +171,8 @@ def test_a_run_in_flight_never_drives_after_its_instruction_is_cleared_or_replac
 
 @pytest.mark.parametrize("event", ["pause", "e_stop"])
 def test_after_resume_or_unlock_only_a_run_started_after_it_drives(peer, run_node, event):
-    node = run_node(SLOW)
-    rig = Rig(peer, node)
+    node, rig = slow_rig_driving(peer, run_node)
     try:
-        rig.camera()
-        assert wait_for(lambda: rig.cmds.msgs and driving_left(rig.cmds.msgs[-1]), 25), node.output()
         t_on = rig.mid_run()
         if event == "pause":
             rig.control.publish(String(data="pause"))

@@ -280,6 +280,15 @@ impl Controller {
         &self.instruction
     }
 
+    /// What a worker must run under now: the generation, and the task's text (`None`: no task).
+    pub fn task(&self) -> (Generation, Option<String>) {
+        let text = match &self.instruction {
+            Instruction::Active(t) => Some(t.clone()),
+            Instruction::None | Instruction::Rejected(_) => None,
+        };
+        (self.generation, text)
+    }
+
     pub fn autonomy_enabled(&self) -> bool {
         self.mux.is_enabled(POLICY)
     }
@@ -415,12 +424,8 @@ impl Controller {
             self.barrier = now;
             self.mux.clear(POLICY);
             self.hold = None;
-            let text = match &next {
-                Instruction::Active(t) => Some(t.clone()),
-                _ => None,
-            };
             self.instruction = next;
-            fx.instruction = Some((self.generation, text));
+            fx.instruction = Some(self.task());
             self.publish(now, &mut fx);
         }
         fx

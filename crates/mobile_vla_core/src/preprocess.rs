@@ -331,14 +331,7 @@ impl Preprocessor {
         // Decoded without its final end marker: a scan cut short then runs into
         // the end of the data, which strict mode refuses, instead of into an
         // appended marker, which zune accepts (as libjpeg-turbo does, with a warning).
-        let body = match data
-            .len()
-            .checked_sub(2)
-            .and_then(|n| data[..].windows(2).rposition(|w| w == [0xFF, 0xD9]).filter(|&p| p <= n))
-        {
-            Some(eoi) => &data[..eoi],
-            None => data,
-        };
+        let body = data.windows(2).rposition(|w| w == [0xFF, 0xD9]).map_or(data, |eoi| &data[..eoi]);
         let mut dec = zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(body), options);
         dec.decode_headers().map_err(decode)?;
         let (w, h) = dec.dimensions().ok_or_else(|| FrameError::Decode("JPEG has no frame header".into()))?;

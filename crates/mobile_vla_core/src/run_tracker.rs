@@ -29,11 +29,6 @@ impl RunTracker {
         id
     }
 
-    /// How long the current run has been going, if one is.
-    pub fn running_for(&self, now: Instant) -> Option<Duration> {
-        self.current.map(|(_, at)| now.duration_since(at))
-    }
-
     /// The current run, if it has run longer than `limit` and was not
     /// cancelled yet: it is marked cancelled and returned, once.
     pub fn cancel_if_overdue(&mut self, now: Instant, limit: Duration) -> Option<RunId> {
@@ -82,7 +77,7 @@ mod tests {
         assert_eq!(t.cancel_if_overdue(t0 + 1001 * MS, 1000 * MS), Some(id));
         assert_eq!(t.cancel_if_overdue(t0 + 2000 * MS, 1000 * MS), None, "once");
         assert!(t.finish(id));
-        assert_eq!(t.running_for(t0), None);
+        assert_eq!(t.cancel_current(), None, "nothing runs after it finished");
     }
 
     #[test]
