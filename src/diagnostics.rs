@@ -5,6 +5,7 @@
 
 use mobile_vla_core::control::{Controller, NodeState, StatusView};
 use mobile_vla_core::watchdog::{ByRole, Role, Watchdog};
+use mobile_vla_policy::policy::Providers;
 use mobile_vla_policy::runtime::RuntimeInfo;
 use r2r::{
     builtin_interfaces::msg::Time,
@@ -23,6 +24,18 @@ pub struct PolicyInfo {
     pub takes_instruction: bool,
     /// The ONNX Runtime that runs it, once loaded.
     pub runtime: Option<RuntimeInfo>,
+    /// The providers registered and the nodes ONNX Runtime gave each, once loaded.
+    pub providers: Option<Providers>,
+}
+
+impl PolicyInfo {
+    /// One line: the node counts per provider, or why they are unknown.
+    fn node_assignment(&self) -> String {
+        match (&self.providers, &self.runtime) {
+            (Some(p), Some(r)) => p.describe(&r.version),
+            _ => String::new(),
+        }
+    }
 }
 
 fn kv(key: &str, value: impl ToString) -> KeyValue {
@@ -42,6 +55,7 @@ fn state_name(s: NodeState) -> String {
 
 fn policy_status(wd: &Watchdog, r: Role, info: &PolicyInfo) -> vla::PolicyStatus {
     let h = wd.report(r);
+    let assignment = info.providers.as_ref().and_then(Providers::assignment);
     vla::PolicyStatus {
         name: r.name().into(),
         model: info.manifest.clone(),
@@ -50,6 +64,16 @@ fn policy_status(wd: &Watchdog, r: Role, info: &PolicyInfo) -> vla::PolicyStatus
         takes_instruction: info.takes_instruction,
         requested_providers: info.requested.clone(),
         execution_provider: info.provider.clone(),
+        registered_providers: info
+            .providers
+            .as_ref()
+            .and_then(|p| p.stages.last())
+            .map(|s| s.registration.registered.iter().map(|p| p.ort_name().to_string()).collect())
+            .unwrap_or_default(),
+        assigned_providers: assignment.iter().flat_map(|a| a.counts.iter().map(|(p, _)| p.clone())).collect(),
+        assigned_nodes: assignment.iter().flat_map(|a| a.counts.iter().map(|(_, n)| *n as u32)).collect(),
+        graph_nodes: assignment.as_ref().map_or(0, |a| a.total() as u32),
+        node_assignment: info.node_assignment(),
         onnxruntime_version: info.runtime.as_ref().map(|r| r.version.clone()).unwrap_or_default(),
         onnxruntime_library: info.runtime.as_ref().map(|r| r.library.display().to_string()).unwrap_or_default(),
         runs: h.runs,
@@ -96,6 +120,7 @@ pub fn diagnostics(stamp: Time, ctl: &Controller, info: &ByRole<PolicyInfo>) -> 
         values.extend([
             kv(&format!("{n}.state"), h.state),
             kv(&format!("{n}.execution_provider"), &i.provider),
+            kv(&format!("{n}.nodes"), i.node_assignment()),
             kv(&format!("{n}.onnxruntime"), i.runtime.as_ref().map(ToString::to_string).unwrap_or_default()),
             kv(&format!("{n}.takes_instruction"), i.takes_instruction),
             kv(&format!("{n}.runs"), h.runs),

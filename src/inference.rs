@@ -20,7 +20,7 @@ use mobile_vla_core::inbox::Inbox;
 use mobile_vla_core::preprocess::RawFrame;
 use mobile_vla_core::run_tracker::RunTracker;
 use mobile_vla_core::watchdog::Role;
-use mobile_vla_policy::policy::Timings;
+use mobile_vla_policy::policy::{Providers, Timings};
 use mobile_vla_policy::runtime::{init_runtime, RuntimeInfo};
 use mobile_vla_policy::{Action, Policy, PolicyError, RunOptions};
 use r2r::{builtin_interfaces::msg::Time, sensor_msgs::msg as sensor};
@@ -131,11 +131,12 @@ pub fn velocity(a: &Action) -> Velocity {
 }
 
 pub enum Event {
-    /// `provider`: the execution provider that runs it; `takes_instruction`:
-    /// whether the model reads the instruction's text (it needs one to drive either way).
+    /// `providers`: the execution providers registered for it and the graph
+    /// nodes ONNX Runtime assigned each; `takes_instruction`: whether the
+    /// model reads the instruction's text (it needs one to drive either way).
     Loaded {
         role: Role,
-        provider: String,
+        providers: Providers,
         runtime: RuntimeInfo,
         stand_in: bool,
         takes_instruction: bool,
@@ -207,7 +208,7 @@ fn load(cfg: &WorkerConfig, watch: &RunWatch) -> Result<(Policy, RuntimeInfo), P
             cfg.model.tensorrt.engine_cache_dir
         );
     }
-    let mut policy = Policy::load(&runtime.env, &cfg.manifest, &cfg.model, cfg.max_frame)?;
+    let mut policy = Policy::load(&runtime, &cfg.manifest, &cfg.model, cfg.max_frame)?;
     warm_up(&mut policy)?;
     release_freed_heap();
     Ok((policy, runtime.info))
@@ -252,7 +253,7 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
         Ok((p, runtime)) => {
             let _ = events.send(Event::Loaded {
                 role,
-                provider: p.selection().describe(),
+                providers: p.providers().clone(),
                 runtime,
                 stand_in: p.manifest().manifest.stand_in,
                 takes_instruction: !p.instruction_free(),
@@ -264,7 +265,7 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
             None
         }
     };
-    let provider = policy.as_ref().map(|p| p.selection().provider.ort_name().to_string()).unwrap_or_default();
+    let provider = policy.as_ref().map(|p| p.providers().main()).unwrap_or_default();
     let mut generation = Generation::default();
     let mut instruction: Option<String> = None;
 

@@ -220,13 +220,14 @@ impl Shell {
     fn on_event(&mut self, ev: Event) {
         let now = Instant::now();
         let fx = match ev {
-            Event::Loaded { role, provider, runtime, stand_in, takes_instruction } => {
+            Event::Loaded { role, providers, runtime, stand_in, takes_instruction } => {
                 info!(
                     policy = %role,
-                    execution_provider = %provider,
+                    execution_provider = %providers.main(),
                     onnxruntime = %runtime.version,
                     library = %runtime.library.display(),
-                    "policy loaded"
+                    "policy loaded: {}",
+                    providers.describe(&runtime.version)
                 );
                 if stand_in {
                     warn!(policy = %role, "this is a STAND-IN model, not a trained policy: do not drive a real robot with it");
@@ -238,7 +239,8 @@ impl Shell {
                 info.loaded = true;
                 info.takes_instruction = takes_instruction;
                 info.runtime = Some(runtime);
-                info.provider = provider.split(' ').next().unwrap_or_default().to_string();
+                info.provider = providers.main();
+                info.providers = Some(providers);
                 self.ctl.loaded(role, Ok(()), now)
             }
             Event::LoadFailed { role, error } => self.ctl.loaded(role, Err(error), now),

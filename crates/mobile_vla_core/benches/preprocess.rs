@@ -2,19 +2,25 @@
 //!
 //!     cargo bench -p mobile_vla_core --bench preprocess
 //!
-//! 640x480 and 1920x1080 frames, rgb8 and JPEG, into the stand-in models'
-//! 224x224 NCHW f32 input (and f16 for the pure model's contract).
+//! 640x480 and 1920x1080 frames, rgb8 and JPEG, into a 224x224 NCHW input:
+//! the stand-ins' half-pixel bilinear (f32, and f16 for the pure model's
+//! contract), and PIL's antialiased bicubic as the Hugging Face processors
+//! use it (Kosmos-2's stretch, CLIP's shortest edge + centre crop).
 
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
-use mobile_vla_core::preprocess::{ChannelOrder, DType, ImageSpec, Layout, Preprocessor, RawFrame, ResizeMode};
+use mobile_vla_core::preprocess::{ChannelOrder, DType, Filter, ImageSpec, Layout, Preprocessor, RawFrame, ResizeMode};
 
-fn spec(dtype: DType) -> ImageSpec {
+fn spec(dtype: DType, filter: Filter, antialias: bool, resize: ResizeMode) -> ImageSpec {
     ImageSpec {
         width: 224,
         height: 224,
-        resize: ResizeMode::Stretch,
+        resize,
+        shortest_edge: None,
+        filter,
+        antialias,
+        pad: [0; 3],
         channel_order: ChannelOrder::Rgb,
         layout: Layout::Nchw,
         scale: 1.0 / 255.0,
@@ -58,7 +64,7 @@ fn report(name: &str, mut f: impl FnMut()) {
     }
     samples.sort();
     let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
-    println!("{name:<34} n={:<5} p50={:7.3} ms  p90={:7.3} ms  p99={:7.3} ms", samples.len(), q(0.5), q(0.9), q(0.99));
+    println!("{name:<44} n={:<5} p50={:7.3} ms  p90={:7.3} ms  p99={:7.3} ms", samples.len(), q(0.5), q(0.9), q(0.99));
 }
 
 fn main() {
@@ -72,13 +78,19 @@ fn main() {
         let mut jpeg = Cursor::new(Vec::new());
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(&img).unwrap();
         let jpeg = jpeg.into_inner();
-        for dtype in [DType::F32, DType::F16] {
-            let mut p = Preprocessor::new(spec(dtype), 4096, 4096);
+        let cases = [
+            ("bilinear", spec(DType::F32, Filter::Bilinear, false, ResizeMode::Stretch)),
+            ("bilinear f16", spec(DType::F16, Filter::Bilinear, false, ResizeMode::Stretch)),
+            ("PIL bicubic", spec(DType::F32, Filter::Bicubic, true, ResizeMode::Stretch)),
+            ("PIL bicubic CLIP crop", spec(DType::F32, Filter::Bicubic, true, ResizeMode::ShortestEdge)),
+        ];
+        for (name, spec) in cases {
+            let mut p = Preprocessor::new(vec![spec], 4096, 4096);
             let f = RawFrame { width: w, height: h, encoding: "rgb8", step: w * 3, data: &raw };
-            report(&format!("{w}x{h} rgb8  -> {dtype:?}"), || {
+            report(&format!("{w}x{h} rgb8 -> {name}"), || {
                 p.raw(&f).unwrap();
             });
-            report(&format!("{w}x{h} jpeg  -> {dtype:?} ({} KB)", jpeg.len() / 1024), || {
+            report(&format!("{w}x{h} jpeg ({} KB) -> {name}", jpeg.len() / 1024), || {
                 p.compressed("jpeg", &jpeg).unwrap();
             });
         }

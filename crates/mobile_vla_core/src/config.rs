@@ -151,9 +151,11 @@ pub struct ModelConfig {
     pub manifest: String,
     /// Preference order; the first one that ONNX Runtime can register runs the model.
     pub providers: Vec<Provider>,
-    /// Refuse the model when the first preferred provider cannot run it,
-    /// instead of falling back down the list.
+    /// Refuse the model unless the first preferred provider runs at least
+    /// `min_provider_share` of its graph nodes (as ONNX Runtime assigned them).
     pub require_provider: bool,
+    /// With `require_provider`: the share of nodes (0, 1] the first provider must get.
+    pub min_provider_share: f64,
     pub cpu_threads: usize,
     pub device_id: i32,
     pub tensorrt: TensorRtConfig,
@@ -165,6 +167,7 @@ impl ModelConfig {
             manifest: manifest.into(),
             providers: vec![Provider::Tensorrt, Provider::Cuda, Provider::Cpu],
             require_provider: false,
+            min_provider_share: 1.0,
             cpu_threads: 1,
             device_id: 0,
             tensorrt: TensorRtConfig::default(),
@@ -465,6 +468,9 @@ impl Config {
             let key = |k: &str| format!("policy.{name}.{k}");
             if m.providers.is_empty() {
                 return Err(err(&key("providers"), "[]", "a non-empty list of tensorrt, cuda, cpu"));
+            }
+            if !(m.min_provider_share > 0.0 && m.min_provider_share <= 1.0) {
+                return Err(err(&key("min_provider_share"), m.min_provider_share, "a share in (0, 1]"));
             }
             if m.cpu_threads == 0 || m.cpu_threads > 64 {
                 return Err(err(&key("cpu_threads"), m.cpu_threads, "1..=64"));

@@ -1,37 +1,74 @@
-//! Model manifests: what a policy's ONNX graph takes and gives, by role.
+//! Model manifests: what a policy's ONNX graphs take and give, by role.
 //!
 //! Owns the serde schema of `models/<policy>.json`, its validation, and the
-//! resolution of the files it names (relative to the manifest). Checking the
-//! manifest against a real graph is `session::check_contract`'s job; nothing
+//! resolution of the files it names (relative to the manifest). Two versions
+//! load into one [`Manifest`]:
+//! - **v1** (no `version` key): one graph, one image input (half-pixel
+//!   bilinear unless it says otherwise), an optional Kosmos-2 style prompt
+//!   with a repeated image token, f32 state, an f32 `[1, k]` / `[1, T, k]` action;
+//! - **v2** (`"version": 2`): several graphs (`stages`, each run per frame or
+//!   once per instruction, with its own providers), named image inputs each
+//!   with its own preprocessing, named text inputs each with its own
+//!   `tokenizer.json`, layout (`plain` BOS/EOS as CLIP, `kosmos2` as
+//!   `Kosmos2Processor`), padding (`max_length` | `exact`), id type and roles
+//!   (`attention_mask`, `position_ids`, `image_embeds_position_mask`), state in
+//!   f16 or f32, and the action picked out of any output rank by an index path.
+//!
+//! Checking the manifest against the real graphs is `policy`'s job; nothing
 //! here touches ONNX Runtime.
 
 use std::path::{Path, PathBuf};
 
+use mobile_vla_core::config::Provider;
 use mobile_vla_core::preprocess::ImageSpec;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::PolicyError;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A manifest, in its v2 form whatever version the file was.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
+    /// 1 or 2: the file's schema version.
+    pub version: u32,
     /// "hybrid" or "pure": how the policy is named in logs, status and statistics.
     pub name: String,
-    /// True for the generated stand-ins; the node says so loudly at start.
-    #[serde(default)]
+    /// True for generated stand-ins; the node says so loudly at start.
     pub stand_in: bool,
-    #[serde(default)]
     pub description: String,
-    /// The ONNX file, relative to the manifest. External-data files sit beside it.
-    pub onnx: PathBuf,
-    pub image: ImageInput,
-    /// Absent for a model that takes no instruction (the original team's exports).
-    #[serde(default)]
-    pub text: Option<TextInput>,
+    pub stages: Vec<Stage>,
+    pub images: Vec<ImageInput>,
+    pub texts: Vec<TextInput>,
     /// Recurrent state carried frame to frame, reset when the instruction changes.
-    #[serde(default)]
     pub state: Vec<StatePair>,
     pub action: ActionOutput,
+}
+
+/// When a stage's graph runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageRun {
+    /// On every frame, in manifest order.
+    PerFrame,
+    /// Once per instruction change; its outputs are kept for the per-frame stages.
+    PerInstruction,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub name: String,
+    /// The ONNX file, relative to the manifest. External-data files sit beside it.
+    pub onnx: PathBuf,
+    #[serde(default = "per_frame")]
+    pub run: StageRun,
+    /// Execution providers for this stage, instead of the policy's.
+    #[serde(default)]
+    pub providers: Option<Vec<Provider>>,
+}
+
+fn per_frame() -> StageRun {
+    StageRun::PerFrame
 }
 
 // No deny_unknown_fields here: serde does not support it beside `flatten`;
@@ -43,22 +80,99 @@ pub struct ImageInput {
     pub spec: ImageSpec,
 }
 
+/// How the instruction becomes token ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextLayout {
+    /// The tokenizer's own special tokens (its post-processor), as CLIP's tokenizer.
+    Plain,
+    /// `Kosmos2Processor`: `<s><image>`, the image-token placeholders, `</image>`, then the text.
+    Kosmos2,
+    /// v1: BOS, an image span of one repeated token id, the prompt, EOS.
+    Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    /// Pad to `max_length` with `pad_id` (attention 0).
+    MaxLength,
+    /// No padding: the graph's sequence axis is dynamic.
+    Exact,
+}
+
+/// Integer type of a text input's tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdType {
+    Int64,
+    Int32,
+}
+
+/// Graph input names of a text input's tensors.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextRoles {
+    pub input_ids: String,
+    #[serde(default)]
+    pub attention_mask: Option<String>,
+    #[serde(default)]
+    pub position_ids: Option<String>,
+    #[serde(default)]
+    pub image_embeds_position_mask: Option<String>,
+}
+
+/// `position_ids` of real tokens count from `start`; padding gets `pad`
+/// (RoBERTa and Kosmos-2: start = pad id + 1, pad = pad id) or, when `pad`
+/// is absent, keeps counting (CLIP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PositionIds {
+    #[serde(default)]
+    pub start: i64,
+    #[serde(default)]
+    pub pad: Option<i64>,
+}
+
+/// `Kosmos2Processor`'s prompt: `bos_token`, then `boi_token` and `n`
+/// placeholder `boi_token`s and `eoi_token` joined by spaces, a space and the
+/// text, tokenised as one string; the placeholders then become
+/// `first_image_token_id ..` and are marked in `image_embeds_position_mask`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Kosmos2Prompt {
+    pub bos_token: String,
+    pub boi_token: String,
+    pub eoi_token: String,
+    pub num_image_tokens: usize,
+    /// Default in the processor: the tokenizer's unk id + 1.
+    pub first_image_token_id: i64,
+    /// The processor's `add_eos_token` (default false): the tokenizer's own
+    /// special tokens (BOS and EOS) instead of a leading `bos_token`.
+    #[serde(default)]
+    pub add_eos: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct TextInput {
     /// Hugging Face `tokenizer.json`, relative to the manifest.
     pub tokenizer: PathBuf,
-    pub max_length: usize,
+    pub layout: TextLayout,
     /// `{instruction}` is replaced by the operator's instruction.
     pub prompt: String,
+    /// Strip the instruction's surrounding whitespace first (the processors do).
+    pub strip: bool,
+    pub padding: Padding,
+    pub max_length: usize,
+    pub dtype: IdType,
+    pub pad_id: i64,
+    pub roles: TextRoles,
+    pub position_ids: PositionIds,
+    pub kosmos2: Option<Kosmos2Prompt>,
+    /// Span layout (v1) only.
     pub bos_id: Option<i64>,
     pub eos_id: Option<i64>,
-    pub pad_id: i64,
-    /// Kosmos-2's image-token span right after BOS: start, `length` image tokens, end.
     pub image_span: Option<ImageSpan>,
-    pub input_ids: String,
-    pub attention_mask: Option<String>,
-    pub image_embeds_position_mask: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -70,15 +184,26 @@ pub struct ImageSpan {
     pub length: usize,
 }
 
+/// Element type of a float tensor (state, action).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FloatType {
+    #[default]
+    F32,
+    F16,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatePair {
     pub input: String,
     pub output: String,
     pub shape: Vec<usize>,
+    #[serde(default)]
+    pub dtype: FloatType,
 }
 
-/// Which step of a `[1, T, 3]` action chunk drives the robot.
+/// Which step of an action chunk drives the robot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActionStep {
@@ -90,7 +215,11 @@ pub enum ActionStep {
 #[serde(deny_unknown_fields)]
 pub struct ActionOutput {
     pub output: String,
-    /// For `[1, T, k]` outputs; ignored for `[1, k]`.
+    /// Indices into the leading axes, leaving `[T, k]` (or `[k]`); negative
+    /// counts from the end. Default: 0 for every axis before the last two.
+    #[serde(default)]
+    pub index: Option<Vec<i64>>,
+    /// Which of the `T` chunk steps drives; ignored when `T` is 1.
     #[serde(default = "first")]
     pub step: ActionStep,
     /// Element index of each velocity in the action vector.
@@ -112,66 +241,371 @@ fn first() -> ActionStep {
 pub struct LoadedManifest {
     pub manifest: Manifest,
     pub path: PathBuf,
-    pub onnx_path: PathBuf,
-    pub tokenizer_path: Option<PathBuf>,
+    /// Per stage, its ONNX file.
+    pub onnx_paths: Vec<PathBuf>,
+    /// Per text input, its tokenizer.
+    pub tokenizer_paths: Vec<PathBuf>,
+}
+
+// --- the two file schemas -------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct V1 {
+    name: String,
+    #[serde(default)]
+    stand_in: bool,
+    #[serde(default)]
+    description: String,
+    onnx: PathBuf,
+    image: ImageInput,
+    #[serde(default)]
+    text: Option<V1Text>,
+    #[serde(default)]
+    state: Vec<StatePair>,
+    action: ActionOutput,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct V1Text {
+    tokenizer: PathBuf,
+    max_length: usize,
+    prompt: String,
+    bos_id: Option<i64>,
+    eos_id: Option<i64>,
+    pad_id: i64,
+    image_span: Option<ImageSpan>,
+    input_ids: String,
+    attention_mask: Option<String>,
+    image_embeds_position_mask: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct V2 {
+    version: u32,
+    name: String,
+    #[serde(default)]
+    stand_in: bool,
+    #[serde(default)]
+    description: String,
+    stages: Vec<Stage>,
+    images: Vec<ImageInput>,
+    #[serde(default)]
+    texts: Vec<V2Text>,
+    #[serde(default)]
+    state: Vec<StatePair>,
+    action: ActionOutput,
+}
+
+fn instruction_only() -> String {
+    "{instruction}".into()
+}
+
+fn int64() -> IdType {
+    IdType::Int64
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct V2Text {
+    tokenizer: PathBuf,
+    layout: TextLayout,
+    #[serde(default = "instruction_only")]
+    prompt: String,
+    #[serde(default = "yes")]
+    strip: bool,
+    padding: Padding,
+    max_length: usize,
+    #[serde(default = "int64")]
+    dtype: IdType,
+    pad_id: i64,
+    inputs: TextRoles,
+    #[serde(default)]
+    position_ids: Option<PositionIds>,
+    #[serde(default)]
+    kosmos2: Option<Kosmos2Prompt>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl V1 {
+    fn into_manifest(self) -> Manifest {
+        let texts = self
+            .text
+            .map(|t| TextInput {
+                tokenizer: t.tokenizer,
+                layout: TextLayout::Span,
+                prompt: t.prompt,
+                strip: false,
+                padding: Padding::MaxLength,
+                max_length: t.max_length,
+                dtype: IdType::Int64,
+                pad_id: t.pad_id,
+                roles: TextRoles {
+                    input_ids: t.input_ids,
+                    attention_mask: t.attention_mask,
+                    position_ids: None,
+                    image_embeds_position_mask: t.image_embeds_position_mask,
+                },
+                position_ids: PositionIds { start: 0, pad: None },
+                kosmos2: None,
+                bos_id: t.bos_id,
+                eos_id: t.eos_id,
+                image_span: t.image_span,
+            })
+            .into_iter()
+            .collect();
+        Manifest {
+            version: 1,
+            name: self.name.clone(),
+            stand_in: self.stand_in,
+            description: self.description,
+            stages: vec![Stage { name: self.name, onnx: self.onnx, run: StageRun::PerFrame, providers: None }],
+            images: vec![self.image],
+            texts,
+            state: self.state,
+            action: self.action,
+        }
+    }
+}
+
+impl V2 {
+    fn into_manifest(self) -> Manifest {
+        let texts = self
+            .texts
+            .into_iter()
+            .map(|t| TextInput {
+                tokenizer: t.tokenizer,
+                layout: t.layout,
+                prompt: t.prompt,
+                strip: t.strip,
+                padding: t.padding,
+                max_length: t.max_length,
+                dtype: t.dtype,
+                pad_id: t.pad_id,
+                roles: t.inputs,
+                position_ids: t.position_ids.unwrap_or(PositionIds { start: 0, pad: None }),
+                kosmos2: t.kosmos2,
+                bos_id: None,
+                eos_id: None,
+                image_span: None,
+            })
+            .collect();
+        Manifest {
+            version: self.version,
+            name: self.name,
+            stand_in: self.stand_in,
+            description: self.description,
+            stages: self.stages,
+            images: self.images,
+            texts,
+            state: self.state,
+            action: self.action,
+        }
+    }
+}
+
+/// Where a graph input's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Image(usize),
+    Text(usize, TextRole),
+    State(usize),
+    /// An output of an earlier stage (`stage`, output name looked up there).
+    Stage(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextRole {
+    InputIds,
+    AttentionMask,
+    PositionIds,
+    ImageEmbedsPositionMask,
 }
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<LoadedManifest, PolicyError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| PolicyError::Manifest(format!("{}: {e}", path.display())))?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| PolicyError::Manifest(format!("{}: {e}", path.display())))?;
-        manifest.validate().map_err(|e| PolicyError::Manifest(format!("{}: {e}", path.display())))?;
+        let bad = |e: String| PolicyError::Manifest(format!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let manifest = Self::parse(&text).map_err(bad)?;
+        manifest.validate().map_err(bad)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Ok(LoadedManifest {
-            onnx_path: dir.join(&manifest.onnx),
-            tokenizer_path: manifest.text.as_ref().map(|t| dir.join(&t.tokenizer)),
+            onnx_paths: manifest.stages.iter().map(|s| dir.join(&s.onnx)).collect(),
+            tokenizer_paths: manifest.texts.iter().map(|t| dir.join(&t.tokenizer)).collect(),
             path: path.to_path_buf(),
             manifest,
         })
     }
 
+    /// Parses either schema; errors name the key (`images[1].filter: unknown variant ...`).
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        let mut value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let de = |v: Value| -> Result<Manifest, String> {
+            match v.get("version").map(Value::as_u64) {
+                None => {
+                    let v1: V1 = serde_path_to_error::deserialize(v).map_err(|e| path_error(&e))?;
+                    Ok(v1.into_manifest())
+                }
+                Some(Some(2)) => {
+                    let v2: V2 = serde_path_to_error::deserialize(v).map_err(|e| path_error(&e))?;
+                    Ok(v2.into_manifest())
+                }
+                Some(other) => Err(format!("version: {other:?} is not a manifest version (1 or 2)")),
+            }
+        };
+        // v1 predates the resize filters: its image input is the half-pixel bilinear one.
+        if value.get("version").is_none() {
+            if let Some(image) = value.get_mut("image").and_then(Value::as_object_mut) {
+                image.entry("antialias").or_insert(Value::Bool(false));
+            }
+        }
+        // serde loses the key path inside a flattened struct: check the image specs on their own first.
+        let images: Vec<(String, Value)> = match (value.get("image"), value.get("images")) {
+            (Some(one), _) => vec![("image".into(), one.clone())],
+            (None, Some(Value::Array(all))) => {
+                all.iter().enumerate().map(|(i, v)| (format!("images[{i}]"), v.clone())).collect()
+            }
+            _ => Vec::new(),
+        };
+        for (at, mut img) in images {
+            let name = img.as_object_mut().and_then(|o| o.remove("input"));
+            if let Err(e) = serde_path_to_error::deserialize::<_, ImageSpec>(img) {
+                let name = name.and_then(|n| n.as_str().map(|s| format!(" ('{s}')"))).unwrap_or_default();
+                return Err(format!("{at}{name}.{}", path_error(&e)));
+            }
+        }
+        de(value)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
-        self.image.spec.validate()?;
+        if self.stages.is_empty() || !self.stages.iter().any(|s| s.run == StageRun::PerFrame) {
+            return Err("stages: at least one stage must run per_frame".into());
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            if self.stages[..i].iter().any(|o| o.name == s.name) {
+                return Err(format!("stages[{i}].name: '{}' is used twice", s.name));
+            }
+            if s.providers.as_ref().is_some_and(Vec::is_empty) {
+                return Err(format!("stages[{i}].providers: an empty list (leave it out to use the policy's)"));
+            }
+        }
+        if self.images.is_empty() {
+            return Err("images: a policy needs at least one image input".into());
+        }
+        for (i, img) in self.images.iter().enumerate() {
+            img.spec.validate().map_err(|e| format!("images[{i}] ('{}'): {e}", img.input))?;
+        }
         let a = &self.action;
         if a.scale.iter().chain(&a.clip).any(|v| !v.is_finite() || *v < 0.0) {
             return Err("action.scale and action.clip must be finite and >= 0".into());
         }
-        if let Some(t) = &self.text {
-            let fixed =
-                t.bos_id.is_some() as usize + t.eos_id.is_some() as usize + t.image_span.map_or(0, |s| s.length + 2);
-            if t.max_length <= fixed {
-                return Err(format!(
-                    "text.max_length {} leaves no room for text after {fixed} fixed tokens",
-                    t.max_length
-                ));
-            }
-            if !t.prompt.contains("{instruction}") {
-                return Err("text.prompt must contain {instruction}".into());
-            }
-            if t.image_span.is_some() && t.image_embeds_position_mask.is_none() {
-                return Err("text.image_span needs text.image_embeds_position_mask".into());
-            }
+        for (i, t) in self.texts.iter().enumerate() {
+            t.validate().map_err(|e| format!("texts[{i}] ('{}'): {e}", t.roles.input_ids))?;
         }
         for s in &self.state {
             if s.shape.is_empty() || s.shape.contains(&0) {
                 return Err(format!("state '{}' has an empty shape {:?}", s.input, s.shape));
             }
         }
+        let names = self.fed_names();
+        for (i, n) in names.iter().enumerate() {
+            if names[..i].contains(n) {
+                return Err(format!("tensor '{n}' is fed by two roles"));
+            }
+        }
         Ok(())
     }
 
-    /// Every graph input the manifest feeds, by name.
-    pub fn input_names(&self) -> Vec<&str> {
-        let mut v = vec![self.image.input.as_str()];
-        if let Some(t) = &self.text {
-            v.push(&t.input_ids);
-            v.extend(t.attention_mask.as_deref());
-            v.extend(t.image_embeds_position_mask.as_deref());
+    /// Every graph input the manifest feeds from an image, a text or the state, with its source.
+    pub fn fed(&self) -> Vec<(&str, Source)> {
+        let mut v: Vec<(&str, Source)> =
+            self.images.iter().enumerate().map(|(i, img)| (img.input.as_str(), Source::Image(i))).collect();
+        for (i, t) in self.texts.iter().enumerate() {
+            let r = &t.roles;
+            v.push((&r.input_ids, Source::Text(i, TextRole::InputIds)));
+            for (name, role) in [
+                (&r.attention_mask, TextRole::AttentionMask),
+                (&r.position_ids, TextRole::PositionIds),
+                (&r.image_embeds_position_mask, TextRole::ImageEmbedsPositionMask),
+            ] {
+                if let Some(n) = name {
+                    v.push((n, Source::Text(i, role)));
+                }
+            }
         }
-        v.extend(self.state.iter().map(|s| s.input.as_str()));
+        v.extend(self.state.iter().enumerate().map(|(i, s)| (s.input.as_str(), Source::State(i))));
         v
+    }
+
+    fn fed_names(&self) -> Vec<&str> {
+        self.fed().into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// True when no stage reads text: the model ignores the instruction's words.
+    pub fn instruction_free(&self) -> bool {
+        self.texts.is_empty()
+    }
+}
+
+impl TextInput {
+    fn validate(&self) -> Result<(), String> {
+        if self.max_length == 0 || self.max_length > 1 << 16 {
+            return Err(format!("max_length {} must be in 1..=65536", self.max_length));
+        }
+        if !self.prompt.contains("{instruction}") {
+            return Err("prompt must contain {instruction}".into());
+        }
+        match self.layout {
+            TextLayout::Span => {
+                let fixed = self.bos_id.is_some() as usize
+                    + self.eos_id.is_some() as usize
+                    + self.image_span.map_or(0, |s| s.length + 2);
+                if self.max_length <= fixed {
+                    return Err(format!(
+                        "max_length {} leaves no room for text after {fixed} fixed tokens",
+                        self.max_length
+                    ));
+                }
+                if self.image_span.is_some() && self.roles.image_embeds_position_mask.is_none() {
+                    return Err("image_span needs image_embeds_position_mask".into());
+                }
+            }
+            TextLayout::Kosmos2 => {
+                let Some(k) = &self.kosmos2 else {
+                    return Err("layout kosmos2 needs a 'kosmos2' object (bos_token, boi_token, eoi_token, \
+                                num_image_tokens, first_image_token_id)"
+                        .into());
+                };
+                if self.max_length <= k.num_image_tokens + 3 {
+                    return Err(format!(
+                        "max_length {} leaves no room for text after <s><image>, {} image tokens and </image>",
+                        self.max_length, k.num_image_tokens
+                    ));
+                }
+            }
+            TextLayout::Plain => {
+                if self.kosmos2.is_some() || self.roles.image_embeds_position_mask.is_some() {
+                    return Err("layout plain has no image tokens: drop 'kosmos2' and image_embeds_position_mask \
+                                (use layout kosmos2)"
+                        .into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn path_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    if path == "." {
+        e.inner().to_string()
+    } else {
+        format!("{path}: {}", e.inner())
     }
 }
 
@@ -188,13 +622,64 @@ mod tests {
                    "scale": [1,1,1], "clip": [1.15,1.15,1.15]}
     }"#;
 
+    const HYBRID_V2: &str = r#"{
+        "version": 2, "name": "hybrid",
+        "stages": [
+            {"name": "clip_text", "onnx": "clip_text.onnx", "run": "per_instruction", "providers": ["cpu"]},
+            {"name": "policy", "onnx": "policy.onnx"}
+        ],
+        "images": [
+            {"input": "pixel_values", "width": 224, "height": 224, "resize": "stretch", "filter": "bicubic",
+             "channel_order": "rgb", "layout": "nchw", "scale": 0.00392156862745098,
+             "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711], "dtype": "f32"},
+            {"input": "clip_pixel_values", "width": 224, "height": 224, "resize": "shortest_edge", "shortest_edge": 224,
+             "filter": "bicubic", "channel_order": "rgb", "layout": "nchw", "scale": 0.00392156862745098,
+             "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711], "dtype": "f16"}
+        ],
+        "texts": [
+            {"tokenizer": "kosmos2/tokenizer.json", "layout": "kosmos2", "prompt": "<grounding>{instruction}",
+             "padding": "exact", "max_length": 128, "dtype": "int32", "pad_id": 1,
+             "kosmos2": {"bos_token": "<s>", "boi_token": "<image>", "eoi_token": "</image>",
+                         "num_image_tokens": 64, "first_image_token_id": 4},
+             "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                        "position_ids": "position_ids", "image_embeds_position_mask": "image_embeds_position_mask"},
+             "position_ids": {"start": 2, "pad": 1}},
+            {"tokenizer": "clip/tokenizer.json", "layout": "plain", "padding": "max_length", "max_length": 77,
+             "pad_id": 49407, "inputs": {"input_ids": "clip_input_ids", "attention_mask": "clip_attention_mask"}}
+        ],
+        "state": [{"input": "h_in", "output": "h_out", "shape": [1, 1, 32], "dtype": "f16"}],
+        "action": {"output": "actions", "index": [0, 0], "step": "first", "linear_x": 0, "linear_y": 1,
+                   "angular_z": 2, "scale": [1, 1, 1], "clip": [1.15, 1.15, 1.15]}
+    }"#;
+
     #[test]
     fn the_original_teams_single_image_nhwc_contract_is_expressible() {
-        let m: Manifest = serde_json::from_str(ORIGINAL_TEAM).unwrap();
+        let m = Manifest::parse(ORIGINAL_TEAM).unwrap();
         m.validate().unwrap();
-        assert!(m.text.is_none() && m.state.is_empty());
-        assert_eq!(m.image.spec.shape(), [1, 224, 224, 3]);
-        assert_eq!(m.input_names(), vec!["image"]);
+        assert!(m.texts.is_empty() && m.state.is_empty());
+        assert_eq!(m.version, 1);
+        assert_eq!(m.images[0].spec.shape(), [1, 224, 224, 3]);
+        assert!(!m.images[0].spec.antialias, "v1 is the half-pixel bilinear transform");
+        assert_eq!(m.fed().iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec!["image"]);
+        assert_eq!(m.stages.len(), 1);
+        assert!(m.instruction_free());
+    }
+
+    #[test]
+    fn a_two_stage_two_image_two_tokenizer_hybrid_is_expressible() {
+        let m = Manifest::parse(HYBRID_V2).unwrap();
+        m.validate().unwrap();
+        assert_eq!(m.stages[0].run, StageRun::PerInstruction);
+        assert_eq!(m.stages[0].providers, Some(vec![Provider::Cpu]));
+        assert!(m.images[0].spec.antialias, "v2 filters antialias as PIL does unless told otherwise");
+        assert_eq!(m.texts[0].dtype, IdType::Int32);
+        assert_eq!(m.texts[0].padding, Padding::Exact);
+        assert_eq!(m.texts[1].position_ids, PositionIds { start: 0, pad: None });
+        assert_eq!(m.state[0].dtype, FloatType::F16);
+        assert_eq!(m.action.index, Some(vec![0, 0]));
+        let fed = m.fed();
+        assert_eq!(fed.len(), 2 + 4 + 2 + 1);
+        assert!(fed.contains(&("position_ids", Source::Text(0, TextRole::PositionIds))));
     }
 
     #[test]
@@ -204,20 +689,46 @@ mod tests {
             let m = Manifest::load(&dir.join(format!("{name}.json"))).unwrap();
             assert_eq!(m.manifest.name, name);
             assert!(m.manifest.stand_in);
-            assert!(m.onnx_path.is_file(), "{}", m.onnx_path.display());
-            assert!(m.tokenizer_path.unwrap().is_file());
+            assert!(m.onnx_paths[0].is_file(), "{}", m.onnx_paths[0].display());
+            assert!(m.tokenizer_paths[0].is_file());
         }
     }
 
     #[test]
-    fn unknown_keys_and_bad_values_are_refused() {
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
         let bad = ORIGINAL_TEAM.replace("\"nhwc\"", "\"hwc\"");
-        let e = serde_json::from_str::<Manifest>(&bad).unwrap_err().to_string();
+        let e = Manifest::parse(&bad).unwrap_err();
         assert!(e.contains("unknown variant `hwc`"), "{e}");
-        let bad = ORIGINAL_TEAM.replace("\"name\"", "\"nmae\"");
-        assert!(serde_json::from_str::<Manifest>(&bad).is_err());
-        let mut m: Manifest = serde_json::from_str(ORIGINAL_TEAM).unwrap();
-        m.image.spec.std = [1.0, 0.0, 1.0];
+        assert!(Manifest::parse(&ORIGINAL_TEAM.replace("\"name\"", "\"nmae\"")).is_err());
+        let e = Manifest::parse(&HYBRID_V2.replace("\"bicubic\"", "\"lanczos\"")).unwrap_err();
+        assert!(e.starts_with("images[0] ('pixel_values').filter: unknown variant `lanczos`"), "{e}");
+        let e = Manifest::parse(&HYBRID_V2.replace("\"exact\"", "\"longest\"")).unwrap_err();
+        assert!(e.starts_with("texts[0].padding"), "{e}");
+        let e = Manifest::parse(&HYBRID_V2.replace("\"version\": 2", "\"version\": 3")).unwrap_err();
+        assert!(e.contains("1 or 2"), "{e}");
+        let mut m = Manifest::parse(ORIGINAL_TEAM).unwrap();
+        m.images[0].spec.std = [1.0, 0.0, 1.0];
         assert!(m.validate().unwrap_err().contains("std"));
+    }
+
+    #[test]
+    fn inconsistent_v2_manifests_say_what_is_wrong() {
+        let cases = [
+            (HYBRID_V2.replace("\"layout\": \"kosmos2\"", "\"layout\": \"plain\""), "layout plain has no image tokens"),
+            (HYBRID_V2.replace("\"name\": \"policy\"", "\"name\": \"clip_text\""), "used twice"),
+            (HYBRID_V2.replace("\"clip_attention_mask\"", "\"attention_mask\""), "fed by two roles"),
+            (HYBRID_V2.replace("{instruction}", "{task}"), "must contain {instruction}"),
+            (HYBRID_V2.replace("\"shortest_edge\": 224", "\"shortest_edge\": 100"), "shortest_edge 100"),
+        ];
+        for (text, want) in cases {
+            let m = Manifest::parse(&text).unwrap();
+            let e = m.validate().unwrap_err();
+            assert!(e.contains(want), "{e} (wanted {want})");
+        }
+        let no_frame = HYBRID_V2.replace(
+            "{\"name\": \"policy\", \"onnx\": \"policy.onnx\"}",
+            "{\"name\": \"policy\", \"onnx\": \"policy.onnx\", \"run\": \"per_instruction\"}",
+        );
+        assert!(Manifest::parse(&no_frame).unwrap().validate().unwrap_err().contains("per_frame"));
     }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use mobile_vla_core::config::{ModelConfig, Provider};
-use mobile_vla_policy::runtime::init_runtime;
+use mobile_vla_policy::runtime::{init_runtime, Runtime};
 use mobile_vla_policy::{Policy, PolicyError};
 use ort::session::RunOptions;
 
@@ -12,8 +12,8 @@ fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
 }
 
-fn env() -> ort::environment::Environment {
-    init_runtime(None).expect("libonnxruntime: source env.sh (it sets ORT_DYLIB_PATH) or run scripts/test.sh").env
+fn env() -> Runtime {
+    init_runtime(None).expect("libonnxruntime: source env.sh (it sets ORT_DYLIB_PATH) or run scripts/test.sh")
 }
 
 fn cpu() -> ModelConfig {
@@ -41,15 +41,27 @@ fn the_runtime_reports_the_library_it_loaded_and_its_version() {
 }
 
 #[test]
-fn cpu_provider_is_what_runs_here_and_is_reported() {
+fn the_whole_chain_is_registered_and_every_node_is_counted_on_the_cpu_here() {
     let mut cfg =
         ModelConfig { providers: vec![Provider::Tensorrt, Provider::Cuda, Provider::Cpu], ..ModelConfig::default() };
     let p = Policy::load(&env(), &models().join("hybrid.json"), &cfg, (640, 480)).unwrap();
-    assert_eq!(p.selection().provider, Provider::Cpu);
-    assert_eq!(p.selection().skipped.len(), 2, "{}", p.selection().describe());
+    let stage = &p.providers().stages[0];
+    // The CPU wheel has neither TensorRT nor CUDA: both are skipped, with the reason.
+    assert_eq!(stage.registration.registered, vec![Provider::Cpu]);
+    assert_eq!(stage.registration.skipped.len(), 2, "{}", stage.registration.describe());
+    let a = p.providers().assignment().expect("ONNX Runtime 1.24+ reports node assignment");
+    assert_eq!(a.counts.len(), 1, "{a:?}");
+    assert_eq!(a.counts[0].0, "CPUExecutionProvider");
+    assert_eq!(p.providers().main(), "CPUExecutionProvider");
+    // ONNX Runtime folds constants before it assigns: no more nodes than the file has.
+    let file_nodes = 47;
+    assert!(a.total() > 30 && a.total() <= file_nodes, "{a:?}");
     cfg.require_provider = true;
     let e = Policy::load(&env(), &models().join("hybrid.json"), &cfg, (640, 480)).err().unwrap();
     assert!(matches!(e, PolicyError::ProviderUnavailable(_)), "{e}");
+    assert!(e.to_string().contains(&format!("{n}/{n} nodes on CPUExecutionProvider", n = a.total())), "{e}");
+    cfg.providers = vec![Provider::Cpu];
+    Policy::load(&env(), &models().join("hybrid.json"), &cfg, (640, 480)).expect("the CPU gets every node");
 }
 
 #[test]
@@ -127,7 +139,7 @@ fn manifest_graph_mismatches_name_the_tensor_and_both_sides() {
     let e = mismatched(|m| m["text"]["max_length"] = 80.into(), "len").to_string();
     assert!(e.contains("'input_ids'") && e.contains("[1, 80]"), "{e}");
     let e = mismatched(|m| m["action"]["output"] = "actions".into(), "out").to_string();
-    assert!(e.contains("'actions' is not in the graph"), "{e}");
+    assert!(e.contains("'actions' is not an output of any stage"), "{e}");
     let e = mismatched(|m| m["state"] = serde_json::json!([]), "state").to_string();
     assert!(e.contains("'h_in'") && e.contains("not named in the manifest"), "{e}");
     let e = mismatched(|m| m["onnx"] = "missing.onnx".into(), "missing").to_string();

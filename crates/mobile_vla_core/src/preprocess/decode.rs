@@ -1,0 +1,295 @@
+//! Untrusted frame bytes -> a checked view of 8-bit pixels.
+//!
+//! Owns every check made before pixels are read (encoding, size, `step`,
+//! data length, YUV width) and the decoders of compressed frames (JPEG in
+//! strict mode, 8-bit PNG), each given its limits before it allocates. What
+//! it returns is a [`Source`]: packed pixels borrowed from the message or from
+//! the decode buffer. It never resizes or normalises.
+
+use std::io::Cursor;
+
+use image::ImageDecoder;
+
+use super::FrameError;
+
+/// A raw frame borrowed from a `sensor_msgs/Image`.
+#[derive(Debug, Clone, Copy)]
+pub struct RawFrame<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub encoding: &'a str,
+    pub step: u32,
+    pub data: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Encoding {
+    Rgb8,
+    Bgr8,
+    Rgba8,
+    Bgra8,
+    Mono8,
+    Uyvy,
+    Yuyv,
+}
+
+impl Encoding {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "rgb8" => Self::Rgb8,
+            "bgr8" => Self::Bgr8,
+            "rgba8" => Self::Rgba8,
+            "bgra8" => Self::Bgra8,
+            "mono8" => Self::Mono8,
+            "yuv422" | "uyvy" => Self::Uyvy,
+            "yuv422_yuy2" | "yuyv" => Self::Yuyv,
+            _ => return None,
+        })
+    }
+
+    fn bytes_per_pixel(self) -> u64 {
+        match self {
+            Self::Rgb8 | Self::Bgr8 => 3,
+            Self::Rgba8 | Self::Bgra8 => 4,
+            Self::Mono8 => 1,
+            Self::Uyvy | Self::Yuyv => 2,
+        }
+    }
+}
+
+/// Checked pixels of one frame, `width x height`, rows `step` bytes apart.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub data: &'a [u8],
+    pub step: usize,
+    pub(super) encoding: Encoding,
+}
+
+impl Source<'_> {
+    /// Byte offsets of red, green and blue for packed colour encodings (not mono or YUV).
+    pub(super) fn rgb_offsets(&self) -> Option<[usize; 3]> {
+        match self.encoding {
+            Encoding::Rgb8 | Encoding::Rgba8 => Some([0, 1, 2]),
+            Encoding::Bgr8 | Encoding::Bgra8 => Some([2, 1, 0]),
+            Encoding::Mono8 => Some([0, 0, 0]),
+            Encoding::Uyvy | Encoding::Yuyv => None,
+        }
+    }
+
+    pub(super) fn bytes_per_pixel(&self) -> usize {
+        self.encoding.bytes_per_pixel() as usize
+    }
+
+    pub(super) fn is_yuv(&self) -> bool {
+        matches!(self.encoding, Encoding::Uyvy | Encoding::Yuyv)
+    }
+
+    /// Byte offsets of (Y0, U, V) in a 4:2:2 macro-pixel (Y1 = Y0 + 2).
+    pub(super) fn yuv_positions(&self) -> [usize; 3] {
+        match self.encoding {
+            Encoding::Uyvy => [1, 0, 2],
+            _ => [0, 1, 3],
+        }
+    }
+
+    /// One pixel as RGB, any encoding (the slow path: mono and YUV).
+    #[inline(always)]
+    pub(super) fn rgb_at(&self, x: usize, y: usize) -> [u8; 3] {
+        let row = &self.data[y * self.step..];
+        match self.encoding {
+            Encoding::Rgb8 => [row[3 * x], row[3 * x + 1], row[3 * x + 2]],
+            Encoding::Bgr8 => [row[3 * x + 2], row[3 * x + 1], row[3 * x]],
+            Encoding::Rgba8 => [row[4 * x], row[4 * x + 1], row[4 * x + 2]],
+            Encoding::Bgra8 => [row[4 * x + 2], row[4 * x + 1], row[4 * x]],
+            Encoding::Mono8 => [row[x]; 3],
+            Encoding::Uyvy | Encoding::Yuyv => {
+                let pos = self.yuv_positions();
+                let m = &row[(x & !1) * 2..(x & !1) * 2 + 4];
+                yuv_to_rgb(m[pos[0] + 2 * (x & 1)], m[pos[1]], m[pos[2]])
+            }
+        }
+    }
+
+    /// Converts YUV 4:2:2 to packed RGB8 into `out` (cv_bridge's conversion).
+    pub(super) fn yuv_to_rgb8(&self, out: &mut Vec<u8>) {
+        let (w, h) = (self.width as usize, self.height as usize);
+        out.resize(w * h * 3, 0);
+        for y in 0..h {
+            let dst = &mut out[y * w * 3..(y + 1) * w * 3];
+            for (x, d) in dst.chunks_exact_mut(3).enumerate() {
+                d.copy_from_slice(&self.rgb_at(x, y));
+            }
+        }
+    }
+}
+
+/// Frame checks and the decode buffer, reused frame to frame.
+pub(super) struct Decoder {
+    pub max_width: u32,
+    pub max_height: u32,
+    pub decoded: Vec<u8>,
+}
+
+impl Decoder {
+    fn check_size(&self, width: u32, height: u32) -> Result<(), FrameError> {
+        if width == 0 || height == 0 {
+            return Err(FrameError::Empty { width, height });
+        }
+        if width > self.max_width || height > self.max_height {
+            return Err(FrameError::TooLarge { width, height, max_width: self.max_width, max_height: self.max_height });
+        }
+        Ok(())
+    }
+
+    /// Validates a raw `sensor_msgs/Image`; its pixels stay in the message.
+    pub fn raw<'a>(&self, f: &RawFrame<'a>) -> Result<Source<'a>, FrameError> {
+        let enc = Encoding::parse(f.encoding).ok_or_else(|| FrameError::UnsupportedEncoding(f.encoding.to_string()))?;
+        self.check_size(f.width, f.height)?;
+        let min_step = f.width as u64 * enc.bytes_per_pixel();
+        if (f.step as u64) < min_step {
+            return Err(FrameError::StepTooSmall { step: f.step, min: min_step });
+        }
+        let need = f.step as u64 * f.height as u64;
+        if (f.data.len() as u64) < need {
+            return Err(FrameError::DataTooShort { len: f.data.len(), need });
+        }
+        if matches!(enc, Encoding::Uyvy | Encoding::Yuyv) && !f.width.is_multiple_of(2) {
+            return Err(FrameError::OddWidthForYuv { width: f.width });
+        }
+        Ok(Source { width: f.width, height: f.height, data: f.data, step: f.step as usize, encoding: enc })
+    }
+
+    /// Validates and decodes a `sensor_msgs/CompressedImage` into packed RGB8.
+    /// `format` is the message's format field (`jpeg`, `png`, `rgb8; jpeg compressed bgr8`, ...).
+    pub fn compressed(&mut self, format: &str, data: &[u8]) -> Result<Source<'_>, FrameError> {
+        let fmt = format.to_ascii_lowercase();
+        let is_png = fmt.contains("png") || data.starts_with(b"\x89PNG");
+        let is_jpeg = fmt.contains("jpeg") || fmt.contains("jpg") || data.starts_with(&[0xFF, 0xD8]);
+        let (w, h) = if is_png {
+            self.decode_png(data)?
+        } else if is_jpeg {
+            self.decode_jpeg(data)?
+        } else {
+            return Err(FrameError::UnsupportedFormat(format.to_string()));
+        };
+        Ok(Source { width: w, height: h, data: &self.decoded, step: w as usize * 3, encoding: Encoding::Rgb8 })
+    }
+
+    /// Decodes a complete JPEG into `self.decoded` as RGB8.
+    fn decode_jpeg(&mut self, data: &[u8]) -> Result<(u32, u32), FrameError> {
+        use zune_core::colorspace::ColorSpace;
+        use zune_core::options::DecoderOptions;
+        let decode = |e: zune_jpeg::errors::DecodeErrors| FrameError::Decode(e.to_string());
+        // Strict: a truncated scan is an error (non-strict pads it with grey,
+        // and a camera that appends the end marker to a cut frame would drive).
+        // Headers allocate no pixels; the frame size is checked below, before any do.
+        let options = DecoderOptions::default()
+            .set_strict_mode(true)
+            .set_max_width(usize::from(u16::MAX))
+            .set_max_height(usize::from(u16::MAX))
+            .jpeg_set_out_colorspace(ColorSpace::RGB);
+        // Decoded without its final end marker: a scan cut short then runs into
+        // the end of the data, which strict mode refuses, instead of into an
+        // appended marker, which zune accepts (as libjpeg-turbo does, with a warning).
+        let body = data.windows(2).rposition(|w| w == [0xFF, 0xD9]).map_or(data, |eoi| &data[..eoi]);
+        let mut dec = zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(body), options);
+        dec.decode_headers().map_err(decode)?;
+        let (w, h) = dec.dimensions().ok_or_else(|| FrameError::Decode("JPEG has no frame header".into()))?;
+        let (w, h) = (w as u32, h as u32);
+        self.check_size(w, h)?;
+        let n = dec.output_buffer_size().ok_or_else(|| FrameError::Decode("JPEG has no frame header".into()))?;
+        if n != w as usize * h as usize * 3 {
+            return Err(FrameError::Decode(format!("JPEG decodes to {n} bytes, not {w}x{h} RGB")));
+        }
+        self.decoded.resize(n, 0);
+        dec.decode_into(&mut self.decoded).map_err(decode)?;
+        Ok((w, h))
+    }
+
+    /// Decodes an 8-bit PNG into `self.decoded` as RGB8; everything else is
+    /// refused from its header, before the decoder allocates.
+    fn decode_png(&mut self, data: &[u8]) -> Result<(u32, u32), FrameError> {
+        let mut dec =
+            image::codecs::png::PngDecoder::new(Cursor::new(data)).map_err(|e| FrameError::Decode(e.to_string()))?;
+        let (w, h) = dec.dimensions();
+        self.check_size(w, h)?;
+        let color = dec.color_type();
+        if !matches!(
+            color,
+            image::ColorType::L8 | image::ColorType::La8 | image::ColorType::Rgb8 | image::ColorType::Rgba8
+        ) {
+            return Err(FrameError::UnsupportedFormat(format!(
+                "PNG with {color:?} pixels ({} bits per channel; supported: 8-bit grey, grey+alpha, RGB, RGBA)",
+                color.bytes_per_pixel() as u16 * 8 / color.channel_count() as u16
+            )));
+        }
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(self.max_width);
+        limits.max_image_height = Some(self.max_height);
+        limits.max_alloc = Some(self.max_width as u64 * self.max_height as u64 * 4);
+        dec.set_limits(limits).map_err(|e| FrameError::Decode(e.to_string()))?;
+        self.decode_rgb8(dec, color, w, h)?;
+        Ok((w, h))
+    }
+
+    /// Decodes into `self.decoded` and normalises the 8-bit colour type to packed RGB8.
+    fn decode_rgb8(
+        &mut self,
+        dec: impl ImageDecoder,
+        color: image::ColorType,
+        w: u32,
+        h: u32,
+    ) -> Result<(), FrameError> {
+        let n = dec.total_bytes() as usize;
+        self.decoded.resize(n, 0);
+        dec.read_image(&mut self.decoded).map_err(|e| FrameError::Decode(e.to_string()))?;
+        let px = (w * h) as usize;
+        // Normalise the decoded colour type to packed RGB8 in place.
+        match color {
+            image::ColorType::Rgb8 => {}
+            image::ColorType::L8 => {
+                self.decoded.resize(px * 3, 0);
+                for i in (0..px).rev() {
+                    let v = self.decoded[i];
+                    self.decoded[3 * i..3 * i + 3].copy_from_slice(&[v, v, v]);
+                }
+            }
+            image::ColorType::Rgba8 => {
+                for i in 0..px {
+                    self.decoded.copy_within(4 * i..4 * i + 3, 3 * i);
+                }
+                self.decoded.truncate(px * 3);
+            }
+            image::ColorType::La8 => {
+                // Grows 2 -> 3 bytes a pixel: back to front, so nothing unread is overwritten.
+                self.decoded.resize(px * 3, 0);
+                for i in (0..px).rev() {
+                    let v = self.decoded[2 * i];
+                    self.decoded[3 * i..3 * i + 3].copy_from_slice(&[v, v, v]);
+                }
+            }
+            other => return Err(FrameError::UnsupportedFormat(format!("{other:?} pixels"))),
+        }
+        Ok(())
+    }
+}
+
+/// BT.601 video range to 8-bit RGB, exactly as OpenCV's `cvtColor` (and so
+/// cv_bridge) converts `yuv422` / `yuv422_yuy2`: its fixed-point coefficients,
+/// rounding and saturation.
+#[inline(always)]
+pub(super) fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    const SHIFT: i32 = 20;
+    const CY: i32 = 1_220_542; // 1.164 * 2^20
+    const CUB: i32 = 2_116_026; // 2.018
+    const CUG: i32 = -409_993; // -0.391
+    const CVG: i32 = -852_492; // -0.813
+    const CVR: i32 = 1_673_527; // 1.596
+    const HALF: i32 = 1 << (SHIFT - 1);
+    let (uu, vv) = (u as i32 - 128, v as i32 - 128);
+    let yy = (y as i32 - 16).max(0) * CY;
+    let sat = |x: i32| (x >> SHIFT).clamp(0, 255) as u8;
+    [sat(yy + HALF + CVR * vv), sat(yy + HALF + CVG * vv + CUG * uu), sat(yy + HALF + CUB * uu)]
+}
