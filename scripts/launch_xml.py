@@ -5,11 +5,12 @@
 wheels, so the tests and scripts/run.sh use this interpreter instead: it parses
 the launch file, resolves `$(var ...)`, `$(find-pkg-share ...)` and `$(env ...)`
 against the real colcon install, and builds exactly the command launch_ros
-builds (`<exec> --ros-args -r __node:=... -r __ns:=... --params-file ... -r a:=b`).
+builds (`<exec> --ros-args -r __node:=... -r __ns:=... --params-file ... -r a:=b`),
+in the environment its `<set_env>` actions (with `if` / `unless`) give it.
 Anything outside that subset is an error, so the launch file cannot drift into
 something this interpreter silently ignores.
 
-    launch_xml.py FILE [name:=value ...] [--print]
+    launch_xml.py FILE [name:=value ...] [--print]   (--print: `env K=V ... <exec> ...`)
 """
 
 from __future__ import annotations
@@ -51,8 +52,20 @@ def substitute(text: str, args: dict[str, str]) -> str:
     return SUBST.sub(one, text or "")
 
 
-def node_commands(path: str, overrides: dict[str, str]) -> list[list[str]]:
-    """The command line of every <node> in the launch file."""
+def enabled(el: ET.Element, args: dict[str, str]) -> bool:
+    """launch's `if` / `unless` conditions (true/false, 1/0, case-insensitive)."""
+    def truth(v: str) -> bool:
+        v = substitute(v, args).strip().lower()
+        if v not in ("true", "false", "1", "0"):
+            raise LaunchError(f"condition '{v}' is not true or false")
+        return v in ("true", "1")
+    if el.get("if") is not None and not truth(el.get("if")):
+        return False
+    return not (el.get("unless") is not None and truth(el.get("unless")))
+
+
+def node_commands(path: str, overrides: dict[str, str]) -> list[tuple[list[str], dict[str, str]]]:
+    """The command line and environment of every <node> in the launch file."""
     root = ET.parse(path).getroot()
     if root.tag != "launch":
         raise LaunchError(f"{path}: root element is <{root.tag}>, expected <launch>")
@@ -61,6 +74,7 @@ def node_commands(path: str, overrides: dict[str, str]) -> list[list[str]]:
     if unknown:
         raise LaunchError(f"unknown launch arguments: {', '.join(sorted(unknown))}")
     args: dict[str, str] = {}
+    env: dict[str, str] = {}
     commands = []
     for el in root:
         if el.tag == "arg":
@@ -71,8 +85,11 @@ def node_commands(path: str, overrides: dict[str, str]) -> list[list[str]]:
                 args[name] = substitute(el.get("default"), args)
             else:
                 raise LaunchError(f"launch argument '{name}' has no default and was not given")
+        elif el.tag == "set_env":
+            if enabled(el, args):
+                env[el.get("name")] = substitute(el.get("value"), args)
         elif el.tag == "node":
-            commands.append(node_command(el, args))
+            commands.append((node_command(el, args), dict(env)))
         else:
             raise LaunchError(f"unsupported launch element <{el.tag}>")
     return commands
@@ -114,13 +131,14 @@ def main(argv: list[str]) -> int:
         print(f"launch_xml: {e}", file=sys.stderr)
         return 2
     if only_print:
-        for c in commands:
-            print(shlex.join(c))
+        for c, env in commands:
+            print(shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), *c]))
         return 0
     if len(commands) != 1:
         print("launch_xml: running more than one node is not supported", file=sys.stderr)
         return 2
-    os.execv(commands[0][0], commands[0])
+    cmd, env = commands[0]
+    os.execve(cmd[0], cmd, {**os.environ, **env})
 
 
 if __name__ == "__main__":

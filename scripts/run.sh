@@ -16,6 +16,8 @@ export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-77}"
 SHARE="$(python3 -c 'import os,sys;[print(os.path.join(p,"share/mobile_vla")) or sys.exit() for p in os.environ["AMENT_PREFIX_PATH"].split(":") if os.path.isfile(os.path.join(p,"share/ament_index/resource_index/packages/mobile_vla"))]')"
 
 python3 scripts/launch_xml.py "$SHARE/launch/mobile_vla.launch.xml" "$@" &
+# The replayed camera uses the node's Fast DDS profile too (shared memory for raw frames).
+export FASTRTPS_DEFAULT_PROFILES_FILE="$SHARE/config/fastdds_shm.xml"
 NODE_PID=$!
 trap 'kill -INT $NODE_PID 2>/dev/null; wait $NODE_PID' EXIT
 python3 scripts/demo.py --samples "$SHARE/models/samples" --duration "${DURATION:-20}"

@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.mobile_vla_setup"
 # Bump when the list below changes, so an existing .venv is brought up to date.
-SETUP_VERSION=5
+SETUP_VERSION=6
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -46,9 +46,13 @@ rosidl-pycommon rosidl-runtime-c rosidl-runtime-cpp rosidl-typesupport-c rosidl-
 rosidl-typesupport-fastrtps-c rosidl-typesupport-fastrtps-cpp rosidl-typesupport-interface
 rosidl-typesupport-introspection-c rosidl-typesupport-introspection-cpp python-cmake-module
 fastrtps-cmake-module"
+# pillow and transformers are pinned: the tests compare the node's preprocessing
+# and tokenisation with the Hugging Face processors (PIL backend) of these
+# versions, bit for bit (Pillow 12+ orders its two resize passes by shape).
+# transformers runs its processors without torch.
 PY_TOOLS=(
-  "numpy<3" "onnx>=1.16,<2" "onnxruntime>=1.20,<2" pillow opencv-python-headless pytest "rosbags>=0.10" mcap tokenizers
-  cmake colcon-common-extensions colcon-cargo colcon-ros-cargo
+  "numpy<3" "onnx>=1.16,<2" "onnxruntime>=1.24,<2" "pillow==13.0.0" "transformers==5.24.0" opencv-python-headless
+  pytest "rosbags>=0.10" mcap tokenizers cmake colcon-common-extensions colcon-cargo colcon-ros-cargo
 )
 
 # --- system packages -----------------------------------------------------------------
@@ -63,6 +67,8 @@ ensure_apt() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 ensure_apt libclang-dev
+# libjpeg-turbo (built from source by turbojpeg-sys) needs nasm for its x86 SIMD; NEON needs nothing.
+if [ "$(uname -m)" = x86_64 ]; then ensure_apt nasm; fi
 
 # --- the virtualenv --------------------------------------------------------------------
 # A ROS_DISTRO that this script's own env.sh exported (its prefix is .venv) is

@@ -27,6 +27,24 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 if os.environ.get("ROS_DISTRO") in ("foxy", "galactic", "humble", "iron"):
     os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 
+
+def localhost_dds_profile() -> Path:
+    """The shipped Fast DDS profile (shared memory for large frames), its UDP
+    transport held to the loopback interface: what every test process and every
+    node they start uses, so raw frames arrive as they do on a robot and no
+    packet leaves this machine."""
+    shipped = (ROOT / "config" / "fastdds_shm.xml").read_text()
+    udp = "<type>UDPv4</type>"
+    assert udp in shipped
+    local = shipped.replace(udp, udp + "<interfaceWhiteList><address>127.0.0.1</address></interfaceWhiteList>")
+    path = Path(tempfile.gettempdir()) / f"mobile_vla_fastdds_localhost_{os.getpid()}.xml"
+    path.write_text(local)
+    return path
+
+
+# Before rclpy is imported: Fast DDS reads its profile once per process.
+os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(localhost_dds_profile())
+
 import rclpy  # noqa: E402  (after the DDS environment is set)
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402

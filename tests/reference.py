@@ -1,9 +1,12 @@
-"""An independent reference of the node's pipeline: numpy preprocessing, the
-Hugging Face `tokenizers` Python package, and Python onnxruntime.
+"""An independent reference of the node's pipeline for the v1 stand-ins:
+OpenCV's resize, the Hugging Face `tokenizers` Python package, and Python
+onnxruntime.
 
-It follows the specification written in crates/mobile_vla_core/src/preprocess.rs
-and the manifest format, not the Rust code, so the end-to-end tests compare two
-implementations; YUV frames are converted by OpenCV, as cv_bridge does.
+The stand-ins' manifests ask for half-pixel bilinear sampling without
+antialiasing, which is OpenCV's `INTER_LINEAR` (on float pixels); YUV frames
+are converted by OpenCV, as cv_bridge does; compressed frames are decoded by
+PIL. Manifests with the processors' filters are checked against the Hugging
+Face processors themselves (test_hf_contract.py).
 """
 
 from __future__ import annotations
@@ -41,14 +44,6 @@ def decode_compressed(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.float32)
 
 
-def taps(start: int, length: int, out: int):
-    ratio = np.float32(length) / np.float32(out)
-    s = np.maximum((np.arange(out, dtype=np.float32) + np.float32(0.5)) * ratio - np.float32(0.5), np.float32(0))
-    s0 = np.minimum(np.floor(s), length - 1).astype(np.int64)
-    s1 = np.minimum(s0 + 1, length - 1)
-    return start + s0, start + s1, (s - s0).astype(np.float32)
-
-
 def preprocess(rgb: np.ndarray, spec: dict) -> np.ndarray:
     h, w = rgb.shape[:2]
     ow, oh = spec["width"], spec["height"]
@@ -60,14 +55,9 @@ def preprocess(rgb: np.ndarray, spec: dict) -> np.ndarray:
         else:
             ch = max(w * oh // ow, 1)
             y0 = (h - ch) // 2
-    xa, xb, wx = taps(x0, cw, ow)
-    ya, yb, wy = taps(y0, ch, oh)
-    wx = wx[None, :, None]
-    p00, p01 = rgb[ya][:, xa], rgb[ya][:, xb]
-    p10, p11 = rgb[yb][:, xa], rgb[yb][:, xb]
-    top = p00 + (p01 - p00) * wx
-    bot = p10 + (p11 - p10) * wx
-    v = top + (bot - top) * wy[:, None, None]
+    assert spec["resize"] in ("stretch", "center_crop") and not spec.get("antialias", False), spec
+    crop = np.ascontiguousarray(rgb[y0:y0 + ch, x0:x0 + cw], np.float32)
+    v = cv2.resize(crop, (ow, oh), interpolation=cv2.INTER_LINEAR)
     order = [0, 1, 2] if spec["channel_order"] == "rgb" else [2, 1, 0]
     v = v[..., order]
     std = np.asarray(spec["std"], np.float32)[order]

@@ -148,18 +148,25 @@ def test_missing_params_file_stops_startup_with_one_line(run_node, tmp_path):
     assert len(errors) == 1 and "--params-file" in errors[0] and str(missing) in errors[0], node.output()
 
 
-def launch_command(*args: str) -> list[str]:
+def launch_command(*args: str) -> tuple[list[str], dict[str, str]]:
+    """The node's command line and the environment the launch file sets for it."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts/launch_xml.py"), str(LAUNCH), *args, "--print"],
         check=True, capture_output=True, text=True,
     ).stdout.strip()
     import shlex
 
-    return shlex.split(out)
+    words = shlex.split(out)
+    assert words[0] == "env", out
+    n = next(i for i, w in enumerate(words[1:], 1) if not re.match(r"[A-Z_][A-Z0-9_]*=", w))
+    return words[n:], dict(w.split("=", 1) for w in words[1:n])
 
 
 def test_launch_file_describes_the_installed_node_and_params_file():
-    cmd = launch_command()
+    cmd, env = launch_command()
+    # Large raw frames need shared memory: the shipped Fast DDS profile, unless told otherwise.
+    assert env == {"FASTRTPS_DEFAULT_PROFILES_FILE": str(SHARE / "config" / "fastdds_shm.xml")}
+    assert launch_command("use_dds_profile:=false")[1] == {}
     assert cmd[0] == str(NODE_EXE)
     assert cmd[1] == "--ros-args"
     assert ["-r", "__node:=mobile_vla"] == cmd[2:4]
@@ -175,9 +182,9 @@ def test_launch_rejects_unknown_arguments():
 
 
 def test_launched_node_runs_under_namespace_and_remaps(peer, run_node):
-    cmd = launch_command("namespace:=robot1", "cmd_vel_topic:=/base/cmd_vel", "camera_topic:=front_cam/image")
+    cmd, env = launch_command("namespace:=robot1", "cmd_vel_topic:=/base/cmd_vel", "camera_topic:=front_cam/image")
     cmds = peer.subscribe(Twist, "/base/cmd_vel")
-    node = run_node(cmd=cmd)
+    node = run_node(cmd=cmd, env=env)
     assert peer.wait_for_node("mobile_vla", "/robot1"), node.output()
     got = wait_for(lambda: (lambda p, s: (p, s) if "/base/cmd_vel" in p and "/robot1/front_cam/image" in s else None)(
         *peer.topics_of("mobile_vla", "/robot1")), timeout=10)

@@ -187,6 +187,8 @@ def test_lazy_fallback_loads_on_first_need(peer, run_node):
     try:
         out = node.output()
         # The pure policy was loaded only after the hybrid failed.
-        assert out.index("policy switch") < out.index("policy loaded policy=pure")
+        lines = out.splitlines()
+        loaded = next(i for i, l in enumerate(lines) if "policy loaded" in l and "policy=pure" in l)
+        assert next(i for i, l in enumerate(lines) if "policy switch" in l) < loaded, out
     finally:
         rig.close()

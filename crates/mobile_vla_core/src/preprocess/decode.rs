@@ -130,6 +130,88 @@ pub(super) struct Decoder {
     pub max_width: u32,
     pub max_height: u32,
     pub decoded: Vec<u8>,
+    /// libjpeg-turbo, created on the first JPEG.
+    pub jpeg: Option<Result<Jpeg, String>>,
+}
+
+/// A libjpeg-turbo decompressor (TurboJPEG 3 API).
+pub(super) struct Jpeg {
+    handle: turbojpeg_sys::tjhandle,
+}
+
+// SAFETY: a TurboJPEG handle is used by one thread at a time (the
+// preprocessor that owns it); it holds no thread-local state.
+unsafe impl Send for Jpeg {}
+
+impl Jpeg {
+    fn new() -> Result<Self, String> {
+        use turbojpeg_sys as tj;
+        // SAFETY: tj3Init returns a new handle or null; tj3Set only sets a parameter of it.
+        unsafe {
+            let handle = tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as libc::c_int);
+            if handle.is_null() {
+                return Err("libjpeg-turbo could not be initialised".into());
+            }
+            let jpeg = Jpeg { handle };
+            // A warning (a scan cut short, data after the scan) is an error:
+            // libjpeg would otherwise pad the frame with grey and carry on.
+            if tj::tj3Set(handle, tj::TJPARAM_TJPARAM_STOPONWARNING as libc::c_int, 1) != 0 {
+                return Err(jpeg.error());
+            }
+            Ok(jpeg)
+        }
+    }
+
+    fn error(&self) -> String {
+        // SAFETY: the handle is valid; the message is a NUL-terminated string it owns.
+        unsafe { std::ffi::CStr::from_ptr(turbojpeg_sys::tj3GetErrorStr(self.handle)) }.to_string_lossy().into_owned()
+    }
+
+    /// The frame size, from the headers alone (nothing is allocated).
+    fn header(&mut self, data: &[u8]) -> Result<(u32, u32), FrameError> {
+        use turbojpeg_sys as tj;
+        // SAFETY: data is a valid slice for the call; tj3Get reads the parsed header.
+        unsafe {
+            if tj::tj3DecompressHeader(self.handle, data.as_ptr(), data.len() as tj::size_t) != 0 {
+                return Err(FrameError::Decode(self.error()));
+            }
+            let w = tj::tj3Get(self.handle, tj::TJPARAM_TJPARAM_JPEGWIDTH as libc::c_int);
+            let h = tj::tj3Get(self.handle, tj::TJPARAM_TJPARAM_JPEGHEIGHT as libc::c_int);
+            if w <= 0 || h <= 0 {
+                return Err(FrameError::Decode("JPEG has no frame header".into()));
+            }
+            Ok((w as u32, h as u32))
+        }
+    }
+
+    /// Decodes into `out` (`w * h * 3` bytes, packed RGB).
+    fn decode(&mut self, data: &[u8], w: u32, h: u32, out: &mut [u8]) -> Result<(), FrameError> {
+        use turbojpeg_sys as tj;
+        assert_eq!(out.len(), w as usize * h as usize * 3);
+        // SAFETY: `out` holds exactly the w x h RGB pixels tj3Decompress8 writes
+        // (the size was read from the same data's header just before).
+        let rc = unsafe {
+            tj::tj3Decompress8(
+                self.handle,
+                data.as_ptr(),
+                data.len() as tj::size_t,
+                out.as_mut_ptr(),
+                (w * 3) as libc::c_int,
+                tj::TJPF_TJPF_RGB,
+            )
+        };
+        if rc != 0 {
+            return Err(FrameError::Decode(self.error()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Jpeg {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from tj3Init and is destroyed once.
+        unsafe { turbojpeg_sys::tj3Destroy(self.handle) }
+    }
 }
 
 impl Decoder {
@@ -177,34 +259,17 @@ impl Decoder {
         Ok(Source { width: w, height: h, data: &self.decoded, step: w as usize * 3, encoding: Encoding::Rgb8 })
     }
 
-    /// Decodes a complete JPEG into `self.decoded` as RGB8.
+    /// Decodes a complete JPEG into `self.decoded` as RGB8, as PIL does
+    /// (libjpeg-turbo, accurate integer DCT, smooth chroma upsampling).
     fn decode_jpeg(&mut self, data: &[u8]) -> Result<(u32, u32), FrameError> {
-        use zune_core::colorspace::ColorSpace;
-        use zune_core::options::DecoderOptions;
-        let decode = |e: zune_jpeg::errors::DecodeErrors| FrameError::Decode(e.to_string());
-        // Strict: a truncated scan is an error (non-strict pads it with grey,
-        // and a camera that appends the end marker to a cut frame would drive).
-        // Headers allocate no pixels; the frame size is checked below, before any do.
-        let options = DecoderOptions::default()
-            .set_strict_mode(true)
-            .set_max_width(usize::from(u16::MAX))
-            .set_max_height(usize::from(u16::MAX))
-            .jpeg_set_out_colorspace(ColorSpace::RGB);
-        // Decoded without its final end marker: a scan cut short then runs into
-        // the end of the data, which strict mode refuses, instead of into an
-        // appended marker, which zune accepts (as libjpeg-turbo does, with a warning).
-        let body = data.windows(2).rposition(|w| w == [0xFF, 0xD9]).map_or(data, |eoi| &data[..eoi]);
-        let mut dec = zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(body), options);
-        dec.decode_headers().map_err(decode)?;
-        let (w, h) = dec.dimensions().ok_or_else(|| FrameError::Decode("JPEG has no frame header".into()))?;
-        let (w, h) = (w as u32, h as u32);
-        self.check_size(w, h)?;
-        let n = dec.output_buffer_size().ok_or_else(|| FrameError::Decode("JPEG has no frame header".into()))?;
-        if n != w as usize * h as usize * 3 {
-            return Err(FrameError::Decode(format!("JPEG decodes to {n} bytes, not {w}x{h} RGB")));
+        let (max_w, max_h) = (self.max_width, self.max_height);
+        let jpeg = self.jpeg.get_or_insert_with(Jpeg::new).as_mut().map_err(|e| FrameError::Decode(e.clone()))?;
+        let (w, h) = jpeg.header(data)?;
+        if w > max_w || h > max_h {
+            return Err(FrameError::TooLarge { width: w, height: h, max_width: max_w, max_height: max_h });
         }
-        self.decoded.resize(n, 0);
-        dec.decode_into(&mut self.decoded).map_err(decode)?;
+        self.decoded.resize(w as usize * h as usize * 3, 0);
+        jpeg.decode(data, w, h, &mut self.decoded)?;
         Ok((w, h))
     }
 

@@ -24,8 +24,8 @@
 //! `bgra8` (alpha dropped, as cv_bridge does), `mono8`, `yuv422` (UYVY, as ROS
 //! defines it) and `yuv422_yuy2` (YUYV, what most USB cameras send). YUV
 //! follows cv_bridge (OpenCV's `COLOR_YUV2RGB_UYVY` / `_YUY2`). Compressed:
-//! JPEG and PNG, refused from the header when too large or not 8-bit, and a
-//! JPEG must be complete.
+//! JPEG (libjpeg-turbo, as PIL decodes it) and PNG, refused from the header
+//! when too large or not 8-bit; a JPEG must be complete.
 
 mod bilinear;
 mod decode;
@@ -408,7 +408,7 @@ pub struct Preprocessor {
 impl Preprocessor {
     pub fn new(specs: Vec<ImageSpec>, max_width: u32, max_height: u32) -> Self {
         Self {
-            decoder: Decoder { max_width, max_height, decoded: Vec::new() },
+            decoder: Decoder { max_width, max_height, decoded: Vec::new(), jpeg: None },
             yuv_rgb: Vec::new(),
             images: specs.into_iter().map(ImagePipeline::new).collect(),
         }

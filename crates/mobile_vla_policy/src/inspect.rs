@@ -1,0 +1,117 @@
+//! What the node would feed a policy for one frame and instruction, as files.
+//!
+//! Owns the `mobile_vla_inputs` tool's work: the manifest's image inputs
+//! through the node's own preprocessor and its text inputs through the node's
+//! own tokenizers and layouts, each tensor written as a `.npy` file named
+//! after the graph input, so an export can be checked against the Hugging
+//! Face processors (or anything that reads NumPy files) before it drives a
+//! robot. It runs no model and needs no ONNX Runtime.
+
+use std::io::Write;
+use std::path::Path;
+
+use half::f16;
+use mobile_vla_core::preprocess::{Preprocessor, RawFrame, Tensor};
+
+use crate::manifest::{Manifest, Source};
+use crate::text::{Ints, TextEncoder};
+use crate::PolicyError;
+
+/// A frame as the node receives it.
+pub enum Frame<'a> {
+    /// `sensor_msgs/Image`: width, height, encoding, data (rows `step` bytes).
+    Raw(RawFrame<'a>),
+    /// `sensor_msgs/CompressedImage`: format and data.
+    Compressed { format: &'a str, data: &'a [u8] },
+}
+
+/// Writes every image and text tensor of `manifest` for `frame` and
+/// `instruction` into `out` as `<graph input>.npy`; returns the names written.
+pub fn write_inputs(
+    manifest: &Path,
+    frame: &Frame<'_>,
+    instruction: &str,
+    out: &Path,
+) -> Result<Vec<String>, PolicyError> {
+    let loaded = Manifest::load(manifest)?;
+    let m = &loaded.manifest;
+    let io = |e: std::io::Error| PolicyError::Manifest(format!("{}: {e}", out.display()));
+    std::fs::create_dir_all(out).map_err(io)?;
+    let mut pre = Preprocessor::new(m.images.iter().map(|i| i.spec.clone()).collect(), 8192, 8192);
+    match frame {
+        Frame::Raw(f) => pre.raw(f),
+        Frame::Compressed { format, data } => pre.compressed(format, data),
+    }
+    .map_err(|e| PolicyError::Run(format!("frame refused: {e}")))?;
+    let tokens = m
+        .texts
+        .iter()
+        .zip(&loaded.tokenizer_paths)
+        .map(|(t, p)| TextEncoder::new(t.clone(), p)?.encode(instruction))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut written = Vec::new();
+    for (name, source) in m.fed() {
+        let path = out.join(format!("{name}.npy"));
+        match source {
+            Source::Image(k) => {
+                let shape = m.images[k].spec.shape();
+                match pre.tensor(k) {
+                    Tensor::F32(v) => write_npy(&path, "<f4", &shape, v.iter().flat_map(|x| x.to_le_bytes())),
+                    Tensor::F16(v) => {
+                        write_npy(&path, "<f2", &shape, v.iter().flat_map(|x: &f16| x.to_bits().to_le_bytes()))
+                    }
+                }
+            }
+            Source::Text(k, role) => {
+                let t = tokens[k].role(role);
+                let shape = [1, t.len()];
+                match t {
+                    Ints::I64(v) => write_npy(&path, "<i8", &shape, v.iter().flat_map(|x| x.to_le_bytes())),
+                    Ints::I32(v) => write_npy(&path, "<i4", &shape, v.iter().flat_map(|x| x.to_le_bytes())),
+                }
+            }
+            // State starts at zero and stage outputs need a model: not inputs of the frame.
+            Source::State(_) | Source::Stage(_) => continue,
+        }
+        .map_err(io)?;
+        written.push(name.to_string());
+    }
+    Ok(written)
+}
+
+/// A NumPy `.npy` file (format 1.0): the header, then the little-endian data.
+pub fn write_npy(path: &Path, descr: &str, shape: &[usize], data: impl Iterator<Item = u8>) -> std::io::Result<()> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + length (2) + header + '\n', a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    f.write_all(b"\x93NUMPY\x01\x00")?;
+    f.write_all(&(header.len() as u16).to_le_bytes())?;
+    f.write_all(header.as_bytes())?;
+    for b in data {
+        f.write_all(&[b])?;
+    }
+    f.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_headers_are_64_byte_aligned_and_name_the_shape() {
+        let p = std::env::temp_dir().join(format!("mobile_vla_npy_{}.npy", std::process::id()));
+        write_npy(&p, "<i4", &[1, 3], [1i32, 2, 3].iter().flat_map(|x| x.to_le_bytes())).unwrap();
+        let b = std::fs::read(&p).unwrap();
+        let len = u16::from_le_bytes([b[8], b[9]]) as usize;
+        assert_eq!((10 + len) % 64, 0);
+        let header = std::str::from_utf8(&b[10..10 + len]).unwrap();
+        assert!(header.contains("'shape': (1, 3)") && header.ends_with('\n'), "{header}");
+        assert_eq!(&b[10 + len..], &[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,84 @@
+//! `mobile_vla_inputs`: writes the tensors the node would feed a policy for
+//! one frame and instruction, one `.npy` file per graph input, through the
+//! node's own preprocessing and tokenisation (no model is run). For checking
+//! an export against the processors it was trained with:
+//!
+//!     mobile_vla_inputs MANIFEST.json FRAME.jpg|FRAME.png --instruction TEXT --out DIR
+//!     mobile_vla_inputs MANIFEST.json FRAME.raw --raw WIDTHxHEIGHT ENCODING --instruction TEXT --out DIR
+//!
+//! Exit 0 on success, 2 on bad arguments, 1 when the manifest or frame is refused.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use mobile_vla_core::preprocess::RawFrame;
+use mobile_vla_policy::inspect::{write_inputs, Frame};
+
+const USAGE: &str =
+    "usage: mobile_vla_inputs MANIFEST FRAME [--raw WIDTHxHEIGHT ENCODING] [--instruction TEXT] --out DIR";
+
+struct Args {
+    manifest: PathBuf,
+    frame: PathBuf,
+    raw: Option<(u32, u32, String)>,
+    instruction: String,
+    out: PathBuf,
+}
+
+fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let (mut pos, mut raw, mut instruction, mut out) = (Vec::new(), None, String::new(), None);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--raw" => {
+                let size = it.next().ok_or(USAGE)?;
+                let (w, h) = size.split_once('x').ok_or_else(|| format!("--raw {size}: expected WIDTHxHEIGHT"))?;
+                let parse = |v: &str| v.parse::<u32>().map_err(|e| format!("--raw {size}: {e}"));
+                raw = Some((parse(w)?, parse(h)?, it.next().ok_or(USAGE)?));
+            }
+            "--instruction" => instruction = it.next().ok_or(USAGE)?,
+            "--out" => out = Some(PathBuf::from(it.next().ok_or(USAGE)?)),
+            "-h" | "--help" => return Err(USAGE.into()),
+            _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}")),
+            _ => pos.push(PathBuf::from(a)),
+        }
+    }
+    let [manifest, frame]: [PathBuf; 2] = pos.try_into().map_err(|_| USAGE.to_string())?;
+    Ok(Args { manifest, frame, raw, instruction, out: out.ok_or(USAGE)? })
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let data = match std::fs::read(&args.frame) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("mobile_vla_inputs: {}: {e}", args.frame.display());
+            return ExitCode::from(1);
+        }
+    };
+    let frame = match &args.raw {
+        Some((w, h, encoding)) => {
+            let step = if h * w == 0 { 0 } else { (data.len() / *h as usize) as u32 };
+            Frame::Raw(RawFrame { width: *w, height: *h, encoding, step, data: &data })
+        }
+        None => {
+            let format = args.frame.extension().and_then(|e| e.to_str()).unwrap_or("jpeg");
+            Frame::Compressed { format, data: &data }
+        }
+    };
+    match write_inputs(&args.manifest, &frame, &args.instruction, &args.out) {
+        Ok(names) => {
+            println!("{}", names.join("\n"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mobile_vla_inputs: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
