@@ -200,6 +200,9 @@ def main() -> None:
     ap.add_argument("--stand-in", action="store_true")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
+    for k in ("kosmos2", "clip", "head", "frames", "out"):
+        if getattr(a, k) is not None:
+            setattr(a, k, getattr(a, k).resolve())
     run(a)
 
 

@@ -3,7 +3,8 @@
 //! Sets up logging, reads and validates the configuration, runs the node until
 //! SIGINT/SIGTERM, and maps the outcome to an exit code: 0 after a clean
 //! shutdown, 2 for a configuration error (one line naming the key), 1 for any
-//! other start-up failure.
+//! other start-up failure. With `--build-engines` it builds the precompiled
+//! TensorRT engines for its parameters instead, and exits.
 
 mod command_out;
 mod diagnostics;
@@ -73,6 +74,9 @@ fn main() -> ExitCode {
         error!("{e}");
         return ExitCode::from(2);
     }
+    if std::env::args().any(|a| a == "--build-engines") {
+        return build_engines(&config, &files);
+    }
     let name = ros_node.fully_qualified_name().unwrap_or_else(|_| NODE_NAME.into());
     info!(node = %name, share = %share.display(), "starting with {config:?}");
 
@@ -92,6 +96,38 @@ fn main() -> ExitCode {
             error!("{e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `--build-engines`: builds the precompiled TensorRT engines of both
+/// policies (see `mobile_vla_policy::engine`) with the node's own parameters,
+/// then exits: 0 when every TensorRT stage was built, 1 otherwise.
+fn build_engines(config: &Config, files: &node::Files) -> ExitCode {
+    let library = Some(&config.policy.onnxruntime_library).filter(|s| !s.is_empty()).map(PathBuf::from);
+    let runtime = match mobile_vla_policy::runtime::init_runtime(library.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut ok = true;
+    for (name, manifest, model) in
+        [("hybrid", &files.hybrid_manifest, &config.policy.hybrid), ("pure", &files.pure_manifest, &config.policy.pure)]
+    {
+        info!(policy = name, "building TensorRT engines (minutes on an Orin)");
+        match mobile_vla_policy::policy::build_engines(&runtime, manifest, model) {
+            Ok(lines) => lines.iter().for_each(|l| info!(policy = name, "{l}")),
+            Err(e) => {
+                error!(policy = name, "{e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

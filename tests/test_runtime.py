@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import LATCHED, wait_for
+from conftest import LATCHED, NODE_EXE, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from mobile_vla_msgs.msg import InferenceStats, Status
 
@@ -75,3 +75,12 @@ def test_a_missing_onnxruntime_is_policy_not_loaded_never_a_crash(peer, run_node
     assert d.cmds.msgs and all((c.linear.x, c.linear.y, c.angular.z) == (0.0, 0.0, 0.0) for c in d.cmds.msgs)
     assert "POLICY NOT LOADED" in node.output() and "panic" not in node.output()
     assert node.stop(signal.SIGINT) == 0, node.output()
+
+
+def test_building_engines_without_tensorrt_says_so_and_fails(run_node):
+    # The precompiled-engine command needs TensorRT; the CPU wheel has none.
+    node = run_node(cmd=[str(NODE_EXE), "--build-engines"])
+    assert node.wait_exit(30) == 1, node.output()
+    out = node.output()
+    assert "TensorRT is not in this ONNX Runtime build" in out and "no engine can be built" in out, out
+    assert "panic" not in out

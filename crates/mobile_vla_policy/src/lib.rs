@@ -2,14 +2,18 @@
 //!
 //! `runtime` loads the configured ONNX Runtime and says which one runs,
 //! `inspect` writes the tensors the node would feed a policy (no model run),
+//! `engine` decides whether a precompiled TensorRT engine still fits,
+//! `onnx_file` reads a graph's input names without loading it,
 //! `manifest` describes a policy's graph by role, `text` turns instructions
 //! into token tensors, `providers` decides which execution provider runs a
 //! model and reports it honestly, `policy` owns a loaded session and turns a
 //! preprocessed frame into an [`Action`]. Nothing in this crate publishes to
 //! the robot: an `Action` is a proposal that the node's command stage may use.
 
+pub mod engine;
 pub mod inspect;
 pub mod manifest;
+pub mod onnx_file;
 pub mod policy;
 pub mod providers;
 pub mod runtime;

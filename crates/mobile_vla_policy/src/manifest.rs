@@ -553,6 +553,24 @@ impl Manifest {
 }
 
 impl TextInput {
+    /// The sequence lengths this input can take: (shortest, typical, longest).
+    /// One value when padded to `max_length`; for exact-length inputs, the
+    /// fixed tokens alone up to `max_length` (TensorRT's shape profile).
+    pub fn lengths(&self) -> (usize, usize, usize) {
+        if self.padding == Padding::MaxLength {
+            return (self.max_length, self.max_length, self.max_length);
+        }
+        let fixed = match (self.layout, &self.kosmos2, self.image_span) {
+            (TextLayout::Kosmos2, Some(k), _) => k.num_image_tokens + 3 + k.add_eos as usize,
+            (TextLayout::Span, _, span) => {
+                self.bos_id.is_some() as usize + self.eos_id.is_some() as usize + span.map_or(0, |s| s.length + 2)
+            }
+            _ => 2,
+        };
+        let min = (fixed + 1).min(self.max_length);
+        (min, (min + 16).min(self.max_length), self.max_length)
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.max_length == 0 || self.max_length > 1 << 16 {
             return Err(format!("max_length {} must be in 1..=65536", self.max_length));

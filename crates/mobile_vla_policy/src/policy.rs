@@ -16,8 +16,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use half::f16;
-use mobile_vla_core::config::ModelConfig;
+use mobile_vla_core::config::{expand_home, ModelConfig, Provider};
 use mobile_vla_core::preprocess::{DType, FrameError, Preprocessor, RawFrame, Tensor};
+use ort::ep::{self, ExecutionProvider};
 use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
@@ -28,6 +29,8 @@ use crate::providers::{self, Assignment, Registration};
 use crate::runtime::Runtime;
 use crate::text::{Ints, TextEncoder, Tokens};
 use crate::PolicyError;
+use crate::{engine, onnx_file};
+use tracing::{info, warn};
 
 /// A velocity proposal from a policy, already scaled and clipped per its manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -102,6 +105,144 @@ impl Providers {
             stages => stages.iter().map(|s| format!("{}: {}", s.stage, one(s))).collect::<Vec<_>>().join(" | "),
         }
     }
+}
+
+/// How one stage's session is opened: its providers and their options.
+struct StagePlan<'a> {
+    stage: &'a str,
+    cfg: &'a ModelConfig,
+    preference: &'a [Provider],
+    /// TensorRT's options for this graph (with its shape profile).
+    tensorrt: Vec<(&'static str, String)>,
+}
+
+impl<'a> StagePlan<'a> {
+    fn new(
+        m: &Manifest,
+        stage: &'a str,
+        path: &Path,
+        cfg: &'a ModelConfig,
+        preference: &'a [Provider],
+    ) -> Result<Self, PolicyError> {
+        let names = onnx_file::input_names(path).map_err(|e| PolicyError::Load(format!("{}: {e}", path.display())))?;
+        let profile = shape_profile(m, &names);
+        if cfg.tensorrt.cuda_graph && !profile.is_static() && preference.contains(&Provider::Tensorrt) {
+            warn!(
+                policy = %m.name, stage,
+                "tensorrt.cuda_graph is set, but this graph's text inputs change length with the instruction: \
+                 CUDA graphs stay off for it"
+            );
+        }
+        Ok(StagePlan { stage, cfg, preference, tensorrt: providers::tensorrt_options(cfg, &profile) })
+    }
+
+    fn tensorrt_available(&self) -> bool {
+        self.preference.contains(&Provider::Tensorrt) && ep::TensorRT::is_available().unwrap_or(false)
+    }
+
+    /// Registers the chain and opens `path`; `extra` TensorRT options (the engine dump) on top.
+    fn open(
+        &self,
+        runtime: &Runtime,
+        path: &Path,
+        extra: &[(&'static str, String)],
+        record: bool,
+    ) -> Result<(Session, Registration, Option<Assignment>), PolicyError> {
+        let cfg = self.cfg;
+        let mut builder = Session::builder(&runtime.env)
+            .and_then(|b| b.with_intra_threads(cfg.cpu_threads).map_err(Into::into))
+            .map_err(|e| PolicyError::Load(e.to_string()))?;
+        if record {
+            builder = builder
+                .with_config_entry(providers::RECORD_ASSIGNMENT, "1")
+                .map_err(|e| PolicyError::Load(e.to_string()))?;
+        }
+        let registration = providers::plan(self.preference, |p| {
+            let options = match p {
+                Provider::Tensorrt => self.tensorrt.iter().chain(extra).cloned().collect(),
+                Provider::Cuda => providers::cuda_options(cfg),
+                Provider::Cpu => Vec::new(),
+            };
+            providers::register(p, &options, cfg, &mut builder)
+        })?;
+        let session = builder
+            .commit_from_file(path)
+            .map_err(|e| PolicyError::Load(format!("{} (stage '{}'): {e}", path.display(), self.stage)))?;
+        let assignment = if record {
+            Some(providers::assignment(&session).map_err(|e| {
+                PolicyError::Load(format!("{}: reading ONNX Runtime's node assignment: {e}", path.display()))
+            })?)
+        } else {
+            None
+        };
+        Ok((session, registration, assignment))
+    }
+}
+
+/// TensorRT's shape profile: the exact-length text inputs this graph takes.
+fn shape_profile(m: &Manifest, graph_inputs: &[String]) -> providers::ShapeProfile {
+    let mut inputs = Vec::new();
+    for t in m.texts.iter().filter(|t| t.padding == Padding::Exact) {
+        let (min, opt, max) = t.lengths();
+        let r = &t.roles;
+        for name in [
+            Some(&r.input_ids),
+            r.attention_mask.as_ref(),
+            r.position_ids.as_ref(),
+            r.image_embeds_position_mask.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if graph_inputs.contains(name) {
+                inputs.push(providers::ProfiledInput {
+                    name: name.clone(),
+                    min: vec![1, min as i64],
+                    opt: vec![1, opt as i64],
+                    max: vec![1, max as i64],
+                });
+            }
+        }
+    }
+    providers::ShapeProfile { inputs }
+}
+
+/// Builds every TensorRT stage of the policy in `manifest_path` into a
+/// precompiled engine (an EP-context model and its stamp, see `engine`);
+/// returns one line per stage built. TensorRT must be in this ONNX Runtime.
+pub fn build_engines(runtime: &Runtime, manifest_path: &Path, cfg: &ModelConfig) -> Result<Vec<String>, PolicyError> {
+    let manifest = Manifest::load(manifest_path)?;
+    let m = &manifest.manifest;
+    let mut built = Vec::new();
+    for (spec, path) in m.stages.iter().zip(&manifest.onnx_paths) {
+        let preference = spec.providers.as_deref().unwrap_or(&cfg.providers);
+        if !preference.contains(&Provider::Tensorrt) {
+            built.push(format!("{}: skipped (its providers do not include tensorrt)", spec.name));
+            continue;
+        }
+        let plan = StagePlan::new(m, &spec.name, path, cfg, preference)?;
+        if !plan.tensorrt_available() {
+            return Err(PolicyError::ProviderUnavailable(format!(
+                "TensorRT is not in this ONNX Runtime build ({}): no engine can be built",
+                runtime.info
+            )));
+        }
+        let (ctx, stamp) = engine::paths(&expand_home(&cfg.tensorrt.engine_cache_dir), &m.name, &spec.name);
+        std::fs::create_dir_all(ctx.parent().expect("has a parent"))
+            .map_err(|e| PolicyError::Load(format!("{}: {e}", ctx.display())))?;
+        let t0 = Instant::now();
+        plan.open(runtime, path, &engine::dump_options(&ctx), false)?;
+        let s = engine::Stamp {
+            source: path.clone(),
+            source_id: engine::source_id(path).map_err(|e| PolicyError::Load(format!("{}: {e}", path.display())))?,
+            onnxruntime: runtime.info.version.clone(),
+            options: plan.tensorrt.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        };
+        std::fs::write(&stamp, serde_json::to_string_pretty(&s).expect("serialisable"))
+            .map_err(|e| PolicyError::Load(format!("{}: {e}", stamp.display())))?;
+        built.push(format!("{}: {} ({:.0} s)", spec.name, ctx.display(), t0.elapsed().as_secs_f64()));
+    }
+    Ok(built)
 }
 
 /// What feeds one graph input.
@@ -193,31 +334,36 @@ impl Policy {
         let mut report = Providers::default();
         for (spec, path) in m.stages.iter().zip(&manifest.onnx_paths) {
             let preference = spec.providers.as_deref().unwrap_or(&cfg.providers);
-            let mut builder = Session::builder(&runtime.env)
-                .and_then(|b| b.with_intra_threads(cfg.cpu_threads).map_err(Into::into))
-                .map_err(|e| PolicyError::Load(e.to_string()))?;
-            if record {
-                builder = builder
-                    .with_config_entry(providers::RECORD_ASSIGNMENT, "1")
-                    .map_err(|e| PolicyError::Load(e.to_string()))?;
-            }
-            let registration = providers::plan(preference, |p| {
-                let options = match p {
-                    mobile_vla_core::config::Provider::Tensorrt => providers::tensorrt_options(cfg),
-                    mobile_vla_core::config::Provider::Cuda => providers::cuda_options(cfg),
-                    mobile_vla_core::config::Provider::Cpu => Vec::new(),
-                };
-                providers::register(p, &options, cfg, &mut builder)
-            })?;
-            let session =
-                builder.commit_from_file(path).map_err(|e| PolicyError::Load(format!("{}: {e}", path.display())))?;
-            let assignment = if record {
-                Some(providers::assignment(&session).map_err(|e| {
-                    PolicyError::Load(format!("{}: reading ONNX Runtime's node assignment: {e}", path.display()))
-                })?)
+            let plan = StagePlan::new(m, &spec.name, path, cfg, preference)?;
+            let (ctx, stamp) = engine::paths(&expand_home(&cfg.tensorrt.engine_cache_dir), &m.name, &spec.name);
+            let choice = if plan.tensorrt_available() {
+                engine::choose(path, &ctx, &stamp, &runtime.info.version, &plan.tensorrt)
             } else {
-                None
+                engine::Choice::Graph
             };
+            let opened = match &choice {
+                engine::Choice::Precompiled(ctx) => {
+                    info!(policy = %m.name, stage = %spec.name, "loading the precompiled TensorRT engine {}", ctx.display());
+                    plan.open(runtime, ctx, &[], record).or_else(|e| {
+                        warn!(
+                            policy = %m.name, stage = %spec.name,
+                            "the precompiled TensorRT engine does not load ({e}): building from the graph at start \
+                             (minutes); rebuild it with `mobile_vla_node --build-engines`"
+                        );
+                        plan.open(runtime, path, &[], record)
+                    })
+                }
+                engine::Choice::Stale(why) => {
+                    warn!(
+                        policy = %m.name, stage = %spec.name,
+                        "the precompiled TensorRT engine is stale ({why}): building from the graph at start \
+                         (minutes); rebuild it with `mobile_vla_node --build-engines`"
+                    );
+                    plan.open(runtime, path, &[], record)
+                }
+                engine::Choice::Graph => plan.open(runtime, path, &[], record),
+            };
+            let (session, registration, assignment) = opened?;
             if cfg.require_provider {
                 let first = preference[0];
                 match &assignment {
@@ -808,6 +954,21 @@ mod tests {
         assert!(pick(&[], None).unwrap_err().contains("scalar"));
         assert!(pick(&[1, 4, 3], Some(&[0, 5])).unwrap_err().contains("outside axis 1"));
         assert!(pick(&[1, 2, 4, 3], Some(&[0])).unwrap_err().contains("not [T, k]"));
+    }
+
+    #[test]
+    fn exact_length_text_inputs_of_the_graph_get_tensorrts_shape_profile() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/hf_tiny/hybrid");
+        let m = Manifest::load(&dir.join("hybrid.json")).unwrap().manifest;
+        let names = onnx_file::input_names(&dir.join("policy.onnx")).unwrap();
+        let p = shape_profile(&m, &names);
+        // <s> <image> 64 image tokens </image> and at least one text token .. max_length.
+        let ids = p.inputs.iter().find(|i| i.name == "input_ids").expect("input_ids is dynamic");
+        assert_eq!((ids.min.clone(), ids.opt.clone(), ids.max.clone()), (vec![1, 68], vec![1, 84], vec![1, 256]));
+        assert_eq!(p.inputs.len(), 4, "{p:?}");
+        // CLIP's text is padded to 77 and lives in the other stage: not in this graph's profile.
+        let text = onnx_file::input_names(&dir.join("clip_text.onnx")).unwrap();
+        assert!(shape_profile(&m, &text).is_static());
     }
 
     fn tensor(ty: TensorElementType, shape: &[i64]) -> ValueType {

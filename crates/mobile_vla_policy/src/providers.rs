@@ -199,10 +199,42 @@ pub struct Opaque {
 }
 type Status = *const Opaque;
 
-/// TensorRT options as ONNX Runtime's provider-option keys.
-pub fn tensorrt_options(cfg: &ModelConfig) -> Vec<(&'static str, String)> {
+/// One dynamic input's shapes in TensorRT's optimisation profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfiledInput {
+    pub name: String,
+    pub min: Vec<i64>,
+    pub opt: Vec<i64>,
+    pub max: Vec<i64>,
+}
+
+/// TensorRT's optimisation profile for a graph's dynamic inputs; empty when every input is static.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ShapeProfile {
+    pub inputs: Vec<ProfiledInput>,
+}
+
+impl ShapeProfile {
+    pub fn is_static(&self) -> bool {
+        self.inputs.is_empty()
+    }
+
+    /// `input_ids:1x67,attention_mask:1x67` for one of min (0), opt (1), max (2).
+    fn option(&self, which: usize) -> String {
+        let dims = |d: &[i64]| d.iter().map(i64::to_string).collect::<Vec<_>>().join("x");
+        let shapes: Vec<String> =
+            self.inputs.iter().map(|i| format!("{}:{}", i.name, dims([&i.min, &i.opt, &i.max][which]))).collect();
+        shapes.join(",")
+    }
+}
+
+/// TensorRT options as ONNX Runtime's provider-option keys, for a graph
+/// whose dynamic inputs are `profile`. CUDA graphs need static shapes: with
+/// dynamic inputs they stay off whatever `tensorrt.cuda_graph` says (the
+/// policy logs it).
+pub fn tensorrt_options(cfg: &ModelConfig, profile: &ShapeProfile) -> Vec<(&'static str, String)> {
     let t = &cfg.tensorrt;
-    vec![
+    let mut o = vec![
         ("device_id", cfg.device_id.to_string()),
         ("trt_fp16_enable", (t.fp16 as u8).to_string()),
         ("trt_max_workspace_size", (t.workspace_mb * 1024 * 1024).to_string()),
@@ -212,8 +244,14 @@ pub fn tensorrt_options(cfg: &ModelConfig) -> Vec<(&'static str, String)> {
         ("trt_timing_cache_path", expand_home(&t.timing_cache_dir).display().to_string()),
         ("trt_builder_optimization_level", t.builder_optimization_level.to_string()),
         ("trt_layer_norm_fp32_fallback", (t.layer_norm_fp32 as u8).to_string()),
-        ("trt_cuda_graph_enable", (t.cuda_graph as u8).to_string()),
-    ]
+        ("trt_cuda_graph_enable", ((t.cuda_graph && profile.is_static()) as u8).to_string()),
+    ];
+    if !profile.is_static() {
+        o.push(("trt_profile_min_shapes", profile.option(0)));
+        o.push(("trt_profile_opt_shapes", profile.option(1)));
+        o.push(("trt_profile_max_shapes", profile.option(2)));
+    }
+    o
 }
 
 pub fn cuda_options(cfg: &ModelConfig) -> Vec<(&'static str, String)> {
@@ -333,7 +371,7 @@ mod tests {
         let mut cfg = ModelConfig::default();
         cfg.tensorrt.engine_cache_dir = "/var/cache/trt".into();
         cfg.tensorrt.workspace_mb = 1024;
-        let o: std::collections::HashMap<_, _> = tensorrt_options(&cfg).into_iter().collect();
+        let o: std::collections::HashMap<_, _> = tensorrt_options(&cfg, &ShapeProfile::default()).into_iter().collect();
         assert_eq!(o["trt_fp16_enable"], "1");
         assert_eq!(o["trt_engine_cache_enable"], "1");
         assert_eq!(o["trt_engine_cache_path"], "/var/cache/trt");
@@ -342,9 +380,26 @@ mod tests {
         // Transformers under FP16 keep LayerNorm in FP32 unless told otherwise.
         assert_eq!(o["trt_layer_norm_fp32_fallback"], "1");
         assert_eq!(o["trt_cuda_graph_enable"], "0");
+        assert!(!o.contains_key("trt_profile_min_shapes"), "a static graph needs no profile");
         cfg.tensorrt.fp16 = false;
         cfg.tensorrt.cuda_graph = true;
-        let o = tensorrt_options(&cfg);
+        let o = tensorrt_options(&cfg, &ShapeProfile::default());
         assert!(o.contains(&("trt_fp16_enable", "0".into())) && o.contains(&("trt_cuda_graph_enable", "1".into())));
+    }
+
+    #[test]
+    fn dynamic_text_inputs_get_a_shape_profile_and_no_cuda_graph() {
+        let mut cfg = ModelConfig::default();
+        cfg.tensorrt.cuda_graph = true;
+        let profile = ShapeProfile {
+            inputs: ["input_ids", "attention_mask"]
+                .map(|n| ProfiledInput { name: n.into(), min: vec![1, 68], opt: vec![1, 84], max: vec![1, 256] })
+                .into(),
+        };
+        let o: std::collections::HashMap<_, _> = tensorrt_options(&cfg, &profile).into_iter().collect();
+        assert_eq!(o["trt_profile_min_shapes"], "input_ids:1x68,attention_mask:1x68");
+        assert_eq!(o["trt_profile_opt_shapes"], "input_ids:1x84,attention_mask:1x84");
+        assert_eq!(o["trt_profile_max_shapes"], "input_ids:1x256,attention_mask:1x256");
+        assert_eq!(o["trt_cuda_graph_enable"], "0", "shapes change with the instruction: no CUDA graph");
     }
 }
