@@ -12,6 +12,8 @@ Run from anywhere; writes next to this file:
     standin_hybrid.onnx      + hybrid.json   (manifest)
     standin_pure.onnx        + pure.json     (manifest)
     samples/*.png            bundled sample camera frames (640x480 RGB)
+    chunked_slow.json (+ .onnx)  a slow (0.1-0.3 s) policy whose action is a chunk of 8 steps
+                             0.1 s apart, played in time (step: play), for the chunk tests
     faulty_*.json (+ .onnx)  models that really fail, for the watchdog's tests:
         faulty_nan      the hybrid contract, action always NaN
         faulty_dark     the hybrid, but NaN on dark frames (mean normalised image < -1.0)
@@ -42,6 +44,8 @@ What the stand-ins compute (documented so tests can check behaviour):
             linear.y  = go * 0.2 * ("left" - "right")
             angular.z = go * 0.4 * light * gate
             its image input is float16.
+  chunked:  a chunk of 8 actions [1, 8, 3], step t (0..7): linear.x = go * 0.05 * (t + 1),
+            linear.y = go * 0.02 * light, angular.z = 0; slow (CHUNK_MATMULS products).
 
 Deterministic: the same script writes the same bytes.
 """
@@ -277,6 +281,26 @@ def pure_model(path: str) -> None:
          path, "STAND-IN for the pure Kosmos-2 policy export; not a trained model.")
 
 
+def chunked_model(path: str, matmuls: int) -> None:
+    g = G()
+    bright, light, go, lr, gate = common_features(g, "pixel_values", 224)
+    x = g.op("Reshape", "pixel_values", g.c([294, 512], np.int64))
+    w = g.op("ConstantOfShape", g.c([512, 512], np.int64), value=numpy_helper.from_array(np.array([0.002], np.float32)))
+    for _ in range(matmuls):
+        x = g.op("MatMul", x, w)
+    zero = g.op("Mul", g.c([0.0]), g.op("ReduceMean", x, axes=[0, 1], keepdims=0))
+    ly = g.op("Add", g.op("Mul", go, g.op("Mul", g.c([0.02]), light)), zero)
+    row = action_of(g, go, ly, g.op("Mul", go, g.c([0.0])))  # [1, 3]: (go, ly, 0)
+    steps = np.zeros((1, 8, 3), np.float32)
+    steps[0, :, 0] = 0.05 * np.arange(1, 9)
+    steps[0, :, 1] = 1.0
+    g.name(g.op("Mul", g.op("Unsqueeze", row, g.c([1], np.int64)), g.c(steps)), "action")
+    save(g,
+         [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [1, 3, 224, 224])] + text_inputs(),
+         [helper.make_tensor_value_info("action", TensorProto.FLOAT, [1, 8, 3])],
+         path, "STAND-IN: a slow policy whose action is a chunk of 8 steps; not a trained model.")
+
+
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -357,6 +381,12 @@ def main() -> int:
         write_json(os.path.join(HERE, f"{name}.json"), manifest(
             "hybrid", onnx_file, "f32", True, "last",
             f"FAULTY STAND-IN ({name}) with the hybrid contract, for the watchdog's tests. Never deploy."))
+    chunked_model(os.path.join(HERE, "chunked_slow.onnx"), CHUNK_MATMULS)
+    m = manifest("hybrid", "chunked_slow.onnx", "f32", False, "play",
+                 "STAND-IN: a slow policy returning a chunk of 8 steps 0.1 s apart, played in time from the "
+                 "frame's stamp (action.step play), for the chunk tests. Never deploy.")
+    m["action"]["period_s"] = 0.1
+    write_json(os.path.join(HERE, "chunked_slow.json"), m)
     write_samples()
     return 0
 
@@ -367,6 +397,7 @@ def main() -> int:
 # hang test's 0.5 s hard timeout).
 SLOW_MATMULS = 400
 HANG_MATMULS = 2000
+CHUNK_MATMULS = 100
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use mobile_vla_core::chunk::Playback;
 use mobile_vla_core::command_mux::Velocity;
 use mobile_vla_core::config::ModelConfig;
 use mobile_vla_core::control::{Freshness, Generation, RunOutcome, Skip};
@@ -118,7 +119,14 @@ impl RunReport {
     /// What the control core needs to know about how the run ended.
     pub fn outcome(&self) -> RunOutcome {
         match &self.result {
-            Ok(a) => RunOutcome::Action { command: velocity(a), raw_max_abs: a.raw_max_abs as f64 },
+            Ok(a) => RunOutcome::Action {
+                command: velocity(a),
+                raw_max_abs: a.raw_max_abs as f64,
+                chunk: a.chunk.as_ref().map(|c| {
+                    let steps = c.steps.iter().map(|s| Velocity { x: s[0] as f64, y: s[1] as f64, wz: s[2] as f64 });
+                    (steps.collect(), Playback { period_s: c.period_s, blend: c.blend })
+                }),
+            },
             Err(PolicyError::NonFinite(_)) => RunOutcome::NonFinite,
             Err(PolicyError::Cancelled) => RunOutcome::Cancelled,
             Err(e) => RunOutcome::Error(e.to_string()),

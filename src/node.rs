@@ -186,7 +186,7 @@ impl Shell {
                 self.apply(fx);
             }
         }
-        let fx = self.ctl.tick(Instant::now());
+        let fx = self.ctl.tick(Instant::now(), self.clock.now_s());
         self.apply(fx);
     }
 

@@ -48,13 +48,13 @@ def scene_frame(seed: int, w: int = 160, h: int = 120) -> np.ndarray:
 class Driver:
     """The peer side of a running node: instruction and frames in, stats and commands out."""
 
-    def __init__(self, peer, compressed: bool = False):
+    def __init__(self, peer, compressed: bool = False, cmd_type=Twist):
         self.peer = peer
         topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
         self.cam = peer.publisher(CompressedImage if compressed else Image, topic, qos_profile_sensor_data)
         self.task = peer.publisher(String, "/instruction")
         self.stats = peer.subscribe(InferenceStats, "/mobile_vla/inference_stats")
-        self.cmds = peer.subscribe(Twist, "/cmd_vel")
+        self.cmds = peer.subscribe(cmd_type, "/cmd_vel")
         self.status = peer.subscribe(Status, "/mobile_vla/status", LATCHED)
 
     def ready(self, node) -> None:

@@ -139,6 +139,16 @@ impl CommandMux {
         Ok(())
     }
 
+    /// Changes the value of `id`'s last command, keeping when it was given (so
+    /// its timeout still counts from then); nothing when it holds none.
+    pub fn retarget(&mut self, id: SourceId, v: Velocity) {
+        if let Some((held, _)) = &mut self.sources[id.0].last {
+            if v.is_finite() {
+                *held = v;
+            }
+        }
+    }
+
     /// Forgets `id`'s last command (for example: the policy's action became invalid).
     pub fn clear(&mut self, id: SourceId) {
         self.sources[id.0].last = None;

@@ -16,6 +16,10 @@
 //! - a paused source keeps nothing; a lock that engages or releases forgets
 //!   every source's last command, so only commands sent after it drive; a lock
 //!   that silences every source stops the robot at once, without a ramp;
+//! - an action chunk that may drive is played from its frame's stamp (see
+//!   [`ChunkPlayer`]) while the result is younger than the command timeout;
+//!   everything that forgets the policy's command (a new task, stop, pause,
+//!   a lock change, a policy switch, a skipped frame) also forgets the chunk;
 //! - what is published is only ever the output stage's shaping of the mux's
 //!   decision: with no fresh, valid source, zero.
 
@@ -24,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::chunk::{Chunk, ChunkPlayer, Playback};
 use crate::command_mux::{CommandMux, Decision, LockId, LockSpec, Refused, SourceId, SourceSpec, Velocity};
 use crate::limits::{Limits, OutputStage};
 use crate::throttle::Throttle;
@@ -98,10 +103,12 @@ impl Freshness {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
     /// `command` is the action after the manifest's clip; `raw_max_abs` the
-    /// largest |component| before it, which the watchdog judges.
+    /// largest |component| before it (of every chunk step), which the watchdog
+    /// judges; `chunk`, for a policy that plays its chunks, every step (clipped).
     Action {
         command: Velocity,
         raw_max_abs: f64,
+        chunk: Option<(Vec<Velocity>, Playback)>,
     },
     NonFinite,
     Error(String),
@@ -222,6 +229,8 @@ pub struct Controller {
     decision: Decision,
     last_publish: Instant,
     throttle: Throttle,
+    /// The chunk the policy's command plays from, if its policy plays chunks.
+    player: ChunkPlayer,
 }
 
 impl Controller {
@@ -245,6 +254,7 @@ impl Controller {
             decision: Decision::NONE,
             last_publish: now,
             throttle: Throttle::new(Duration::from_secs(2)),
+            player: ChunkPlayer::default(),
         };
         let mut fx = Effects::default();
         c.start(Role::Primary, &mut fx);
@@ -331,7 +341,7 @@ impl Controller {
         if self.watchdog.active() != Some(role) {
             return fx;
         }
-        self.mux.clear(POLICY);
+        self.forget_policy();
         let kind = match skip {
             Skip::BadFrame(_) => "bad_frame",
             Skip::Stale { .. } | Skip::Future { .. } | Skip::Unstamped => "stale",
@@ -364,18 +374,26 @@ impl Controller {
             && r.started >= self.barrier
             && matches!(self.instruction, Instruction::Active(_));
         match (&verdict, &r.outcome) {
-            (Some(v), RunOutcome::Action { command, .. }) if v.drive && current => {
+            (Some(v), RunOutcome::Action { command, chunk, .. }) if v.drive && current => {
                 match self.freshness.check(Some(r.stamp_s), ros_now_s) {
                     Ok(_) => {
                         self.hold = None;
+                        let command = match chunk {
+                            Some((steps, playback)) => {
+                                let steps = steps.clone();
+                                self.player.push(Chunk { stamp_s: r.stamp_s, steps, playback: *playback });
+                                self.player.at(ros_now_s).unwrap_or(Velocity::ZERO)
+                            }
+                            None => *command,
+                        };
                         // Refused only while paused: then it must not drive anyway.
-                        let _ = self.mux.command(POLICY, *command, now);
+                        let _ = self.mux.command(POLICY, command, now);
                         self.publish(now, &mut fx);
                         fx.drove = self.decision.source == Some(POLICY);
                     }
                     Err(skip) => {
                         // The run took so long that its frame went stale meanwhile.
-                        self.mux.clear(POLICY);
+                        self.forget_policy();
                         self.hold = Some(skip.to_string());
                     }
                 }
@@ -383,7 +401,7 @@ impl Controller {
             // A result of an older task or from before a pause, stop or lock
             // change: counted by the watchdog above, ignored here.
             _ if !current => {}
-            _ if self.watchdog.active().is_none_or(|a| a == r.role) => self.mux.clear(POLICY),
+            _ if self.watchdog.active().is_none_or(|a| a == r.role) => self.forget_policy(),
             _ => {}
         }
         self.after_switch(verdict.and_then(|v| v.switch), now, &mut fx);
@@ -422,7 +440,7 @@ impl Controller {
             // A new task must not be driven by the old task's commands.
             self.generation.0 += 1;
             self.barrier = now;
-            self.mux.clear(POLICY);
+            self.forget_policy();
             self.hold = None;
             self.instruction = next;
             fx.instruction = Some(self.task());
@@ -437,6 +455,7 @@ impl Controller {
         let was = self.mux.is_enabled(POLICY);
         if was != enabled {
             self.mux.set_enabled(POLICY, enabled);
+            self.player.clear();
             // After a resume only runs that start after it may drive.
             self.barrier = now;
         }
@@ -493,6 +512,7 @@ impl Controller {
         if was != self.mux.is_locked(lock, now) {
             self.barrier = now;
             self.mux.clear_all();
+            self.player.clear();
             let name = self.mux.lock_name(lock);
             if engaged {
                 warn!(lock = name, "lock engaged");
@@ -504,11 +524,17 @@ impl Controller {
         fx
     }
 
-    /// The output rate's tick: the command for this instant.
-    pub fn tick(&mut self, now: Instant) -> Effects {
+    /// The output rate's tick: the command for this instant (`ros_now_s`:
+    /// the node's clock, which a playing chunk's steps are timed on).
+    pub fn tick(&mut self, now: Instant, ros_now_s: f64) -> Effects {
         let mut fx = Effects::default();
         let s = self.watchdog.poll(now);
         self.after_switch(s, now, &mut fx);
+        if !self.player.is_empty() {
+            // Past the chunk's end: zero, until the next chunk or the command timeout.
+            let step = self.player.at(ros_now_s).unwrap_or(Velocity::ZERO);
+            self.mux.retarget(POLICY, step);
+        }
         self.publish(now, &mut fx);
         fx
     }
@@ -547,6 +573,12 @@ impl Controller {
         StatusView { state, reason, active_policy: self.watchdog.active(), source: d.source, lock: d.lock }
     }
 
+    /// The policy's command, and any chunk it plays, no longer drive.
+    fn forget_policy(&mut self) {
+        self.mux.clear(POLICY);
+        self.player.clear();
+    }
+
     fn start(&mut self, role: Role, fx: &mut Effects) {
         if role == Role::Fallback && self.fallback == FallbackMode::Disabled {
             return;
@@ -566,7 +598,7 @@ impl Controller {
         }
         // The new policy must produce its own command before anything drives;
         // it starts on the newest frame (its own staleness check still applies).
-        self.mux.clear(POLICY);
+        self.forget_policy();
         self.hold = None;
         fx.hand_newest_to = s.to;
         if s.to != Some(Role::Primary) {
@@ -647,7 +679,7 @@ mod tests {
             started,
             stamp_s: 0.0, // set by `run`
             latency: 10 * MS,
-            outcome: RunOutcome::Action { command: v(x), raw_max_abs: x.abs() },
+            outcome: RunOutcome::Action { command: v(x), raw_max_abs: x.abs(), chunk: None },
         }
     }
 
@@ -662,6 +694,123 @@ mod tests {
         c.ran(&r, ros(t0, at), at)
     }
 
+    /// A chunk of `xs`, 100 ms a step, from a run that took its frame at `started`.
+    fn chunked(c: &Controller, started: Instant, xs: &[f64]) -> RunResult {
+        let mut r = result(c, Role::Primary, started, xs[0]);
+        let steps = xs.iter().map(|&x| v(x)).collect();
+        r.outcome = RunOutcome::Action {
+            command: v(xs[0]),
+            raw_max_abs: 1.0,
+            chunk: Some((steps, Playback { period_s: 0.1, blend: None })),
+        };
+        r
+    }
+
+    fn tick_at(c: &mut Controller, t0: Instant, t: Instant) -> Velocity {
+        c.tick(t, ros(t0, t)).publish.expect("a tick publishes")
+    }
+
+    #[test]
+    fn a_chunk_plays_from_its_frame_stamp_and_stops_at_its_end() {
+        let t0 = Instant::now();
+        let mut c = ready(t0);
+        // The frame at t0; the result arrives 150 ms later: step 0 is past, step 1 plays.
+        let r = chunked(&c, t0, &[0.1, 0.2, 0.3, 0.4]);
+        let fx = run(&mut c, t0, &r, t0 + 150 * MS);
+        assert!(fx.drove);
+        assert_eq!(fx.publish, Some(v(0.2)));
+        assert_eq!(tick_at(&mut c, t0, t0 + 199 * MS), v(0.2));
+        assert_eq!(tick_at(&mut c, t0, t0 + 200 * MS), v(0.3));
+        assert_eq!(tick_at(&mut c, t0, t0 + 350 * MS), v(0.4));
+        // Past the last step: zero, never an extrapolation.
+        assert_eq!(tick_at(&mut c, t0, t0 + 400 * MS), Velocity::ZERO);
+        assert_eq!(tick_at(&mut c, t0, t0 + 450 * MS), Velocity::ZERO);
+    }
+
+    #[test]
+    fn the_command_timeout_ends_a_chunk_longer_than_it() {
+        let t0 = Instant::now();
+        let mut c = ready(t0);
+        let long: Vec<f64> = (1..=20).map(|k| k as f64 / 100.0).collect();
+        let r = chunked(&c, t0, &long);
+        run(&mut c, t0, &r, t0 + 10 * MS);
+        assert_eq!(tick_at(&mut c, t0, t0 + 450 * MS), v(0.05));
+        // 500 ms after the result: no newer result, the dead man stops the chunk.
+        assert_eq!(tick_at(&mut c, t0, t0 + 520 * MS), Velocity::ZERO);
+    }
+
+    #[test]
+    fn nothing_of_a_chunk_plays_after_an_instruction_change_a_pause_a_lock_or_a_switch() {
+        let steps = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6];
+        type Event = fn(&mut Controller, Instant);
+        let events: [(&str, Event); 5] = [
+            ("new instruction", |c, t| drop(c.instruction_received("turn", t))),
+            ("pause", |c, t| drop(c.set_autonomy(false, t))),
+            ("stop", |c, t| drop(c.system_control("stop", t))),
+            ("e-stop engaged and released", |c, t| {
+                c.lock(E_STOP, true, t);
+                c.lock(E_STOP, false, t);
+            }),
+            ("switch to the fallback", |c, t| {
+                let mut nan = result(c, Role::Primary, t, 0.0);
+                nan.outcome = RunOutcome::NonFinite;
+                nan.stamp_s = ROS0;
+                c.ran(&nan, ROS0, t);
+            }),
+        ];
+        for (what, event) in events {
+            let t0 = Instant::now();
+            let mut c = ready(t0);
+            let r = chunked(&c, t0, &steps);
+            run(&mut c, t0, &r, t0 + 10 * MS);
+            assert_eq!(tick_at(&mut c, t0, t0 + 110 * MS), v(0.2), "{what}");
+            event(&mut c, t0 + 120 * MS);
+            for k in 2..6 {
+                let t = t0 + (k * 100 + 30) * MS;
+                assert_eq!(tick_at(&mut c, t0, t), Velocity::ZERO, "{what}: step {k} played");
+            }
+        }
+    }
+
+    #[test]
+    fn an_old_tasks_chunk_never_blends_into_the_new_tasks() {
+        let t0 = Instant::now();
+        let mut c = ready(t0);
+        let blended = |c: &Controller, started: Instant, x: f64| {
+            let mut r = chunked(c, started, &[x; 8]);
+            if let RunOutcome::Action { chunk: Some((_, p)), .. } = &mut r.outcome {
+                p.blend = Some(0.0);
+            }
+            r
+        };
+        let r = blended(&c, t0, 1.0);
+        run(&mut c, t0, &r, t0 + 10 * MS);
+        assert_eq!(tick_at(&mut c, t0, t0 + 50 * MS), v(1.0));
+        c.instruction_received("turn", t0 + 60 * MS);
+        // The new task's first chunk overlaps the old one in time: only it plays.
+        let r = blended(&c, t0 + 70 * MS, 0.2);
+        run(&mut c, t0, &r, t0 + 80 * MS);
+        assert_eq!(tick_at(&mut c, t0, t0 + 100 * MS), v(0.2));
+        // ...while two chunks of the same task do blend (equal weights with m = 0).
+        let r = blended(&c, t0 + 110 * MS, 0.4);
+        run(&mut c, t0, &r, t0 + 120 * MS);
+        let x = tick_at(&mut c, t0, t0 + 130 * MS).x;
+        assert!((x - 0.3).abs() < 1e-9, "{x}");
+    }
+
+    #[test]
+    fn a_chunk_of_a_frame_gone_stale_never_plays() {
+        let t0 = Instant::now();
+        let mut c = ready(t0);
+        // The run took 600 ms: its frame is older than max_age_s when it ends.
+        let fx = {
+            let r = chunked(&c, t0, &[0.1; 10]);
+            run(&mut c, t0, &r, t0 + 600 * MS)
+        };
+        assert!(!fx.drove);
+        assert_eq!(tick_at(&mut c, t0, t0 + 610 * MS), Velocity::ZERO);
+    }
+
     #[test]
     fn a_fresh_current_result_drives_at_once() {
         let t0 = Instant::now();
@@ -672,7 +821,7 @@ mod tests {
         assert!(fx.drove);
         assert_eq!(c.status().state, NodeState::Running);
         // The dead-man: no newer result within the command timeout means zero.
-        assert_eq!(c.tick(t0 + 600 * MS).publish, Some(Velocity::ZERO));
+        assert_eq!(c.tick(t0 + 600 * MS, ROS0).publish, Some(Velocity::ZERO));
     }
 
     #[test]
@@ -686,7 +835,7 @@ mod tests {
             let fx = run(&mut c, t0, &in_flight, t0 + 100 * MS);
             assert_eq!(fx.publish, None, "{next:?}");
             assert!(!fx.drove);
-            assert_eq!(c.tick(t0 + 120 * MS).publish, Some(Velocity::ZERO), "{next:?}");
+            assert_eq!(c.tick(t0 + 120 * MS, ROS0).publish, Some(Velocity::ZERO), "{next:?}");
             if next.is_empty() {
                 assert_eq!(c.status().reason, Skip::NoInstruction.to_string());
             }
@@ -716,7 +865,7 @@ mod tests {
         assert!(!run(&mut c, t0, &while_paused, t0 + 30 * MS).drove);
         c.set_autonomy(true, t0 + 40 * MS);
         assert!(!run(&mut c, t0, &before_pause, t0 + 50 * MS).drove);
-        assert_eq!(c.tick(t0 + 60 * MS).publish, Some(Velocity::ZERO), "nothing kept across the pause");
+        assert_eq!(c.tick(t0 + 60 * MS, ROS0).publish, Some(Velocity::ZERO), "nothing kept across the pause");
         let after = result(&c, Role::Primary, t0 + 70 * MS, 0.5);
         assert_eq!(run(&mut c, t0, &after, t0 + 80 * MS).publish, Some(v(0.5)));
     }
@@ -726,21 +875,21 @@ mod tests {
         let t0 = Instant::now();
         let mut c = ready(t0);
         c.teleop(JOY, v(0.2), t0);
-        assert_eq!(c.tick(t0 + MS).publish, Some(v(0.2)));
+        assert_eq!(c.tick(t0 + MS, ROS0).publish, Some(v(0.2)));
         let in_flight = result(&c, Role::Primary, t0 + 2 * MS, 0.3);
         assert_eq!(c.lock(E_STOP, true, t0 + 5 * MS).publish, Some(Velocity::ZERO));
         assert_eq!(c.status().state, NodeState::SafeStop);
         c.teleop(JOY, v(0.25), t0 + 10 * MS);
-        assert_eq!(c.tick(t0 + 11 * MS).publish, Some(Velocity::ZERO));
+        assert_eq!(c.tick(t0 + 11 * MS, ROS0).publish, Some(Velocity::ZERO));
         // A repeated "engaged" is no change.
         c.lock(E_STOP, true, t0 + 12 * MS);
         assert_eq!(c.lock(E_STOP, false, t0 + 20 * MS).publish, Some(Velocity::ZERO), "joystick from before");
         assert!(!run(&mut c, t0, &in_flight, t0 + 30 * MS).drove, "policy run from before");
         c.teleop(JOY, v(0.1), t0 + 40 * MS);
-        assert_eq!(c.tick(t0 + 41 * MS).publish, Some(v(0.1)));
+        assert_eq!(c.tick(t0 + 41 * MS, ROS0).publish, Some(v(0.1)));
         // A release repeated (a heartbeat of `false`) is no change: commands survive it.
         c.lock(E_STOP, false, t0 + 45 * MS);
-        assert_eq!(c.tick(t0 + 46 * MS).publish, Some(v(0.1)));
+        assert_eq!(c.tick(t0 + 46 * MS, ROS0).publish, Some(v(0.1)));
     }
 
     #[test]
@@ -770,7 +919,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = ready(t0);
         let mut r = result(&c, Role::Primary, t0 + MS, 1.15);
-        r.outcome = RunOutcome::Action { command: v(1.15), raw_max_abs: 9.0 };
+        r.outcome = RunOutcome::Action { command: v(1.15), raw_max_abs: 9.0, chunk: None };
         let fx = run(&mut c, t0, &r, t0 + 10 * MS);
         assert!(!fx.drove);
         assert_eq!(fx.hand_newest_to, Some(Role::Fallback));
@@ -849,10 +998,12 @@ mod tests {
         Pause(bool),
         Lock(bool),
         Joy,
-        /// A primary run: which generation (0: current, 1: the previous one), how long ago it started.
+        /// A primary run: which generation (0: current, 1: the previous one), how
+        /// long ago it started, and whether it returned a chunk to play.
         Run {
             older_generation: bool,
             started_ms_ago: u64,
+            chunked: bool,
         },
         Tick,
     }
@@ -863,17 +1014,18 @@ mod tests {
             1 => any::<bool>().prop_map(Ev::Pause),
             1 => any::<bool>().prop_map(Ev::Lock),
             1 => Just(Ev::Joy),
-            3 => (any::<bool>(), 0u64..300).prop_map(|(o, s)| Ev::Run { older_generation: o, started_ms_ago: s }),
+            3 => (any::<bool>(), 0u64..300, any::<bool>())
+                .prop_map(|(o, s, chunked)| Ev::Run { older_generation: o, started_ms_ago: s, chunked }),
             2 => Just(Ev::Tick),
         ]
     }
 
     proptest! {
-        /// Every policy command that reaches the output was computed for the
-        /// current instruction, by a run that started after the latest
-        /// instruction change, stop, pause, resume or lock change, while the
-        /// robot was neither paused nor locked; teleop commands that reach it
-        /// were sent after the latest lock change.
+        /// Every policy command that reaches the output (a single action or a
+        /// chunk's step) was computed for the current instruction, by a run that
+        /// started after the latest instruction change, stop, pause, resume or
+        /// lock change, while the robot was neither paused nor locked; teleop
+        /// commands that reach it were sent after the latest lock change.
         #[test]
         fn nothing_from_before_a_change_ever_drives(
             steps in prop::collection::vec((event(), 1u64..80), 1..120)
@@ -908,9 +1060,9 @@ mod tests {
                     Ev::Joy => {
                         joys.push(now);
                         c.teleop(JOY, v(-ID * joys.len() as f64), now);
-                        c.tick(now)
+                        c.tick(now, ros(t0, now))
                     }
-                    Ev::Run { older_generation, started_ms_ago } => {
+                    Ev::Run { older_generation, started_ms_ago, chunked } => {
                         let generation = Generation(c.generation().0.saturating_sub(older_generation as u64));
                         let started = now.checked_sub(Duration::from_millis(started_ms_ago)).unwrap_or(t0).max(t0);
                         runs.push((generation, started));
@@ -920,11 +1072,18 @@ mod tests {
                             started,
                             stamp_s: ros(t0, started),
                             latency: MS,
-                            outcome: RunOutcome::Action { command: v(ID * runs.len() as f64), raw_max_abs: 0.0 },
+                            outcome: RunOutcome::Action {
+                                command: v(ID * runs.len() as f64),
+                                raw_max_abs: 0.0,
+                                // A chunk whose every step carries the run's index.
+                                chunk: chunked.then(|| {
+                                    (vec![v(ID * runs.len() as f64); 6], Playback { period_s: 0.05, blend: None })
+                                }),
+                            },
                         };
                         c.ran(&r, ros(t0, now), now)
                     }
-                    Ev::Tick => c.tick(now),
+                    Ev::Tick => c.tick(now, ros(t0, now)),
                 };
                 let Some(out) = fx.publish else { continue };
                 // Each command carries the index of the result or joystick message it came from.

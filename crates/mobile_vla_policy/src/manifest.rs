@@ -209,6 +209,8 @@ pub struct StatePair {
 pub enum ActionStep {
     First,
     Last,
+    /// Every step, in time: step `k` at `stamp + k * period_s` from the frame's stamp.
+    Play,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -219,9 +221,16 @@ pub struct ActionOutput {
     /// counts from the end. Default: 0 for every axis before the last two.
     #[serde(default)]
     pub index: Option<Vec<i64>>,
-    /// Which of the `T` chunk steps drives; ignored when `T` is 1.
+    /// Which of the `T` chunk steps drives (`first`, `last`), or `play` them all in time.
     #[serde(default = "first")]
     pub step: ActionStep,
+    /// With `play`: seconds between chunk steps (the rate the policy was trained at).
+    #[serde(default)]
+    pub period_s: Option<f64>,
+    /// With `play`: blend overlapping chunks with ACT's temporal-ensembling
+    /// weights `exp(-m * i)` (`i = 0` the oldest chunk); absent: a new chunk replaces the old.
+    #[serde(default)]
+    pub blend: Option<f64>,
     /// Element index of each velocity in the action vector.
     pub linear_x: usize,
     pub linear_y: usize,
@@ -503,6 +512,21 @@ impl Manifest {
         let a = &self.action;
         if a.scale.iter().chain(&a.clip).any(|v| !v.is_finite() || *v < 0.0) {
             return Err("action.scale and action.clip must be finite and >= 0".into());
+        }
+        match (a.step, a.period_s, a.blend) {
+            (ActionStep::Play, Some(p), _) if !(p.is_finite() && p > 0.0 && p <= 10.0) => {
+                return Err(format!("action.period_s {p} must be a duration in (0, 10] s"))
+            }
+            (ActionStep::Play, None, _) => {
+                return Err("action.step play needs action.period_s (seconds between chunk steps)".into())
+            }
+            (ActionStep::Play, _, Some(m)) if !(m.is_finite() && m >= 0.0) => {
+                return Err(format!("action.blend {m} must be finite and >= 0 (ACT's m)"))
+            }
+            (ActionStep::First | ActionStep::Last, p, b) if p.is_some() || b.is_some() => {
+                return Err("action.period_s and action.blend are for step: play".into())
+            }
+            _ => {}
         }
         for (i, t) in self.texts.iter().enumerate() {
             t.validate().map_err(|e| format!("texts[{i}] ('{}'): {e}", t.roles.input_ids))?;

@@ -33,14 +33,26 @@ use crate::{engine, onnx_file};
 use tracing::{info, warn};
 
 /// A velocity proposal from a policy, already scaled and clipped per its manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Action {
     pub linear_x: f32,
     pub linear_y: f32,
     pub angular_z: f32,
-    /// The largest |velocity| after scaling and before the clip: what the
-    /// watchdog judges, so a diverging model fails over instead of driving at the clip.
+    /// The largest |velocity| after scaling and before the clip (of every
+    /// step, for a chunk that plays): what the watchdog judges, so a diverging
+    /// model fails over instead of driving at the clip.
     pub raw_max_abs: f32,
+    /// For `step: play`: every chunk step (scaled and clipped), to be played
+    /// `period_s` apart from the frame's stamp; the fields above are step 0.
+    pub chunk: Option<PlayedChunk>,
+}
+
+/// A chunk to play, as the manifest's `play` mode describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlayedChunk {
+    pub steps: Vec<[f32; 3]>,
+    pub period_s: f64,
+    pub blend: Option<f64>,
 }
 
 /// How long each stage of the last run took.
@@ -521,27 +533,36 @@ impl Policy {
         let (steps, width) = pick(&shape, self.action.index.as_deref())
             .map_err(|e| PolicyError::Run(format!("action output '{}' {e}", m.action.output)))?;
         let row_at = |s: usize| &values[steps.start + s * width..steps.start + (s + 1) * width];
-        let row = match m.action.step {
-            ActionStep::First => row_at(0),
-            ActionStep::Last => row_at(steps.count - 1),
+        let rows: Vec<&[f32]> = match m.action.step {
+            ActionStep::First => vec![row_at(0)],
+            ActionStep::Last => vec![row_at(steps.count - 1)],
+            ActionStep::Play => (0..steps.count).map(row_at).collect(),
         };
-        if row.iter().any(|v| !v.is_finite()) {
-            return Err(PolicyError::NonFinite(row.to_vec()));
+        if let Some(bad) = rows.iter().find(|r| r.iter().any(|v| !v.is_finite())) {
+            return Err(PolicyError::NonFinite(bad.to_vec()));
         }
-        let scaled = |i: usize, k: usize| -> Result<f32, PolicyError> {
-            let v = *row
-                .get(i)
-                .ok_or_else(|| PolicyError::Run(format!("action has {width} elements, index {i} wanted")))?;
-            Ok(v * m.action.scale[k])
-        };
-        let raw = [scaled(m.action.linear_x, 0)?, scaled(m.action.linear_y, 1)?, scaled(m.action.angular_z, 2)?];
-        let clipped: [f32; 3] = std::array::from_fn(|k| raw[k].clamp(-m.action.clip[k], m.action.clip[k]));
-        let action = Action {
-            linear_x: clipped[0],
-            linear_y: clipped[1],
-            angular_z: clipped[2],
-            raw_max_abs: raw.iter().fold(0.0, |a, v| a.max(v.abs())),
-        };
+        let a = &m.action;
+        let mut raw_max_abs = 0.0f32;
+        let mut clipped_rows = Vec::with_capacity(rows.len());
+        for row in rows {
+            let scaled = |i: usize, k: usize| -> Result<f32, PolicyError> {
+                let v = *row
+                    .get(i)
+                    .ok_or_else(|| PolicyError::Run(format!("action has {width} elements, index {i} wanted")))?;
+                Ok(v * a.scale[k])
+            };
+            let raw = [scaled(a.linear_x, 0)?, scaled(a.linear_y, 1)?, scaled(a.angular_z, 2)?];
+            raw_max_abs = raw.iter().fold(raw_max_abs, |m, v| m.max(v.abs()));
+            clipped_rows.push(std::array::from_fn::<f32, 3, _>(|k| raw[k].clamp(-a.clip[k], a.clip[k])));
+        }
+        let first = clipped_rows[0];
+        let chunk = (a.step == ActionStep::Play).then(|| PlayedChunk {
+            steps: clipped_rows,
+            period_s: a.period_s.unwrap_or_default(),
+            blend: a.blend,
+        });
+        let action =
+            Action { linear_x: first[0], linear_y: first[1], angular_z: first[2], raw_max_abs, chunk };
         // Carry the recurrent state only from a run whose action was valid.
         let mut next = Vec::with_capacity(self.state.len());
         for pair in &m.state {
