@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Replay camera and command monitor for the main job (scripts/run.sh).
+"""Replay camera and live view for the main job (scripts/run.sh).
 
 An rclpy peer of the running node: it publishes the bundled sample frames
-(share/mobile_vla/models/samples/*.png) as sensor_msgs/Image at a fixed rate,
-publishes the instruction, and prints, for every frame the policy ran on, the
-command it produced and its latency (from ~/inference_stats), and at the end
-how many commands cmd_vel carried.
+(share/mobile_vla/models/samples/*.png) as sensor_msgs/Image at a camera's
+rate, publishes the instruction, and prints one line a second: the rate the
+frames went out at, how many the node answered (~/inference_stats) and how
+many never reached it, the frame-to-command latency (p50), the active policy,
+provider and command source (~/status), and the last command on cmd_vel.
+Every change of ~/status is printed when it happens; a summary ends the run.
 
-    demo.py [--rate HZ] [--duration S] [--instruction TEXT] [--namespace NS]
+    demo.py --samples DIR [--rate HZ] [--duration S] [--instruction TEXT] [--namespace NS]
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 
-def load_frames(samples_dir: str) -> list[tuple[str, np.ndarray]]:
+def load_frames(samples_dir: str) -> list[np.ndarray]:
     paths = sorted(glob.glob(os.path.join(samples_dir, "*.png")))
     if not paths:
         sys.exit(f"demo: no sample frames in {samples_dir}")
-    return [(os.path.basename(p), np.asarray(PILImage.open(p).convert("RGB"))) for p in paths]
+    return [np.asarray(PILImage.open(p).convert("RGB")) for p in paths]
 
 
 def to_image_msg(rgb: np.ndarray, stamp, frame_id: str = "camera") -> Image:
@@ -46,10 +48,14 @@ def to_image_msg(rgb: np.ndarray, stamp, frame_id: str = "camera") -> Image:
     return msg
 
 
+def p50(values: list[float]) -> str:
+    return f"{np.percentile(values, 50):5.1f} ms" if values else "   -   "
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", required=True, help="directory of sample PNG frames")
-    ap.add_argument("--rate", type=float, default=5.0, help="camera rate, Hz")
+    ap.add_argument("--rate", type=float, default=15.0, help="camera rate, Hz")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds to run (0: until Ctrl-C)")
     ap.add_argument("--instruction", default="navigate around the obstacles to the cup")
     ap.add_argument("--namespace", default="")
@@ -62,55 +68,90 @@ def main() -> int:
     cam = node.create_publisher(Image, f"{ns}/camera/image_raw", qos_profile_sensor_data)
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
     task = node.create_publisher(String, f"{ns}/instruction", 10)
-    last_stats: dict[int, InferenceStats] = {}
-    state = {"frame": 0, "status": None}
+    s = {"sent": 0, "answered": 0, "drove": 0, "cmds": 0, "zeros": 0, "status": None, "status_changes": 0,
+         "second_sent": 0, "latency": [], "all_latency": [], "last_cmd": None, "policy": "-", "source": "-",
+         "provider": "-", "state": "-", "frame_seqs": set(), "instructed": False}
 
-    def on_stats(s: InferenceStats):
-        t = s.action
-        outcome = {0: "ok", 1: "INVALID OUTPUT", 2: "ERROR", 3: "TIMEOUT"}.get(s.outcome, str(s.outcome))
-        print(f"frame {s.frame_seq:4d} -> cmd {s.command_seq:5d}  x={t.linear.x:+.3f} y={t.linear.y:+.3f} "
-              f"wz={t.angular.z:+.3f}  [{s.policy} on {s.execution_provider}, {outcome}] "
-              f"pre={s.preprocess_ms:5.2f} ms infer={s.inference_ms:5.2f} ms "
-              f"frame->cmd={s.stamp_to_publish_ms:6.2f} ms dropped={s.frames_dropped}", flush=True)
+    def on_stats(m: InferenceStats):
+        s["answered"] += 1
+        s["frame_seqs"].add(m.frame_seq)
+        if m.command_seq > 0:
+            s["drove"] += 1
+            s["latency"].append(m.stamp_to_publish_ms)
+            s["all_latency"].append(m.stamp_to_publish_ms)
+        s["provider"] = m.execution_provider
 
     def on_cmd(t: Twist):
-        state["cmds"] = state.get("cmds", 0) + 1
-        if (t.linear.x, t.linear.y, t.angular.z) == (0.0, 0.0, 0.0):
-            state["zeros"] = state.get("zeros", 0) + 1
+        s["cmds"] += 1
+        s["last_cmd"] = (t.linear.x, t.linear.y, t.angular.z)
+        if s["last_cmd"] == (0.0, 0.0, 0.0):
+            s["zeros"] += 1
 
-    def on_status(s: Status):
-        desc = f"state={s.state} policy={s.active_policy or '-'} reason={s.reason or '-'}"
-        if desc != state["status"]:
-            state["status"] = desc
-            eps = ", ".join(f"{p.name}:{p.execution_provider or 'not loaded'}" for p in s.policies)
-            print(f"status   {desc} {eps}", flush=True)
+    def on_status(m: Status):
+        s["policy"], s["source"], s["state"] = m.active_policy or "-", m.active_source or "-", m.state
+        desc = f"state={m.state} policy={m.active_policy or '-'} source={m.active_source or '-'} reason={m.reason or '-'}"
+        if desc != s["status"]:
+            s["status"] = desc
+            s["status_changes"] += 1
+            nodes = "; ".join(f"{p.name}: {p.node_assignment.split('; registered')[0] or 'not loaded'}"
+                              for p in m.policies)
+            print(f"status  {desc}\n        {nodes}", flush=True)
 
     node.create_subscription(Twist, f"{ns}/cmd_vel", on_cmd, 10)
     node.create_subscription(InferenceStats, f"{ns}/mobile_vla/inference_stats", on_stats, 100)
     node.create_subscription(Status, f"{ns}/mobile_vla/status", on_status, latched)
 
     def publish_frame():
-        name, rgb = frames[state["frame"] % len(frames)]
-        state["frame"] += 1
+        if not s["instructed"]:
+            return
+        rgb = frames[s["sent"] % len(frames)]
+        s["sent"] += 1
         cam.publish(to_image_msg(rgb, node.get_clock().now().to_msg()))
 
     def send_instruction_once_matched():
         # The node subscribes volatile (so any ordinary publisher matches): send once it is there.
-        if not state.get("sent") and task.get_subscription_count() > 0:
+        if not s["instructed"] and task.get_subscription_count() > 0 and cam.get_subscription_count() > 0:
             task.publish(String(data=a.instruction))
-            state["sent"] = True
-            print(f"demo: instruction {a.instruction!r}", flush=True)
+            s["instructed"] = True
+            s["started"] = time.monotonic()
+            print(f"demo: instruction {a.instruction!r}; camera {frames[0].shape[1]}x{frames[0].shape[0]} rgb8 "
+                  f"at {a.rate:g} Hz", flush=True)
 
-    print(f"demo: replaying {len(frames)} frames at {a.rate} Hz", flush=True)
+    def live():
+        if not s["instructed"]:
+            return
+        rate, s["second_sent"] = s["sent"] - s["second_sent"], s["sent"]
+        cmd = s["last_cmd"] or (0.0, 0.0, 0.0)
+        elapsed = time.monotonic() - s["started"]
+        # A frame is lost when the node never ran on it: frame_seq counts what it received.
+        received = max(s["frame_seqs"], default=0)
+        print(f"t={elapsed:4.0f} s  camera {rate:4.1f} Hz  sent {s['sent']:4d}  answered {s['answered']:4d}  "
+              f"lost {max(s['sent'] - received - 1, 0):3d}  latency p50 {p50(s['latency'])}  "
+              f"{s['policy']} on {s['provider']}  source {s['source']}  "
+              f"cmd x={cmd[0]:+.2f} y={cmd[1]:+.2f} wz={cmd[2]:+.2f}", flush=True)
+        s["latency"] = []
+
     node.create_timer(0.1, send_instruction_once_matched)
     node.create_timer(1.0 / a.rate, publish_frame)
+    node.create_timer(1.0, live)
     end = time.monotonic() + a.duration if a.duration > 0 else float("inf")
     try:
         while rclpy.ok() and time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.05)
+            rclpy.spin_once(node, timeout_sec=0.01)
+        # The last frames' answers are still on their way.
+        settle = time.monotonic() + 0.5
+        while rclpy.ok() and time.monotonic() < settle:
+            rclpy.spin_once(node, timeout_sec=0.01)
     except KeyboardInterrupt:
         pass
-    print(f"demo: {state.get('cmds', 0)} commands on cmd_vel, {state.get('zeros', 0)} of them zero", flush=True)
+    lat = s["all_latency"]
+    received = max(s["frame_seqs"], default=0)
+    print(f"demo: {s['sent']} frames sent, {received} reached the node, {s['answered']} answered, "
+          f"{s['drove']} drove; frame-to-command latency "
+          + (f"p50 {np.percentile(lat, 50):.1f} ms, p90 {np.percentile(lat, 90):.1f} ms, max {max(lat):.1f} ms"
+             if lat else "-")
+          + f"; {s['cmds']} commands on cmd_vel ({s['zeros']} zero); {s['status_changes']} status changes",
+          flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0

@@ -3,6 +3,7 @@
 //! Owns the wording and levels operators see; it formats what the control
 //! core reports and decides nothing about motion.
 
+use mobile_vla_core::camera_rate::CameraReport;
 use mobile_vla_core::control::{Controller, NodeState, StatusView};
 use mobile_vla_core::watchdog::{ByRole, Role, Watchdog};
 use mobile_vla_policy::policy::Providers;
@@ -95,8 +96,14 @@ pub fn status(stamp: Time, view: &StatusView, ctl: &Controller, info: &ByRole<Po
     }
 }
 
-/// Two statuses: the policy watchdog, and the command output (mux).
-pub fn diagnostics(stamp: Time, ctl: &Controller, info: &ByRole<PolicyInfo>) -> DiagnosticArray {
+/// Three statuses: the policy watchdog, the command output (mux), and the camera.
+pub fn diagnostics(
+    stamp: Time,
+    ctl: &Controller,
+    info: &ByRole<PolicyInfo>,
+    camera_topic: &str,
+    camera: &CameraReport,
+) -> DiagnosticArray {
     let wd = ctl.watchdog();
     let (level, message) = match wd.active() {
         Some(Role::Primary) => (DiagnosticStatus::OK as u8, "hybrid policy active".to_string()),
@@ -156,5 +163,37 @@ pub fn diagnostics(stamp: Time, ctl: &Controller, info: &ByRole<PolicyInfo>) -> 
             kv("autonomy", if ctl.autonomy_enabled() { "enabled" } else { "paused" }),
         ],
     };
-    DiagnosticArray { header: Header { stamp, frame_id: String::new() }, status: vec![policy, output] }
+    DiagnosticArray {
+        header: Header { stamp, frame_id: String::new() },
+        status: vec![policy, output, camera_status(camera_topic, camera)],
+    }
+}
+
+/// Like diagnostic_updater's frequency status: the rate received, and frames evidently lost.
+fn camera_status(topic: &str, c: &CameraReport) -> DiagnosticStatus {
+    let window = mobile_vla_core::camera_rate::WINDOW.as_secs();
+    let (level, message) = match (c.received, c.lost) {
+        (0, _) => (DiagnosticStatus::WARN as u8, format!("no camera frames in the last {window} s")),
+        (_, 0) => (DiagnosticStatus::OK as u8, format!("{:.1} Hz, no frames lost", c.rate_hz)),
+        (n, lost) => (
+            DiagnosticStatus::WARN as u8,
+            format!("{lost} of {} frames lost in the last {window} s ({:.1} Hz received)", n + lost, c.rate_hz),
+        ),
+    };
+    DiagnosticStatus {
+        level,
+        name: "mobile_vla: camera".into(),
+        message,
+        hardware_id: topic.into(),
+        values: vec![
+            kv("topic", topic),
+            kv("rate_hz", format!("{:.2}", c.rate_hz)),
+            kv("camera_hz", format!("{:.2}", c.camera_hz)),
+            kv("received", c.received),
+            kv("lost", c.lost),
+            kv("lost_total", c.lost_total),
+            kv("frame_bytes", c.frame_bytes),
+            kv("dds_profile", std::env::var("FASTRTPS_DEFAULT_PROFILES_FILE").unwrap_or_else(|_| "built-in transports".into())),
+        ],
+    }
 }

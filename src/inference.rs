@@ -37,10 +37,18 @@ pub enum Frame {
 }
 
 impl Frame {
-    fn header(&self) -> &r2r::std_msgs::msg::Header {
+    pub fn header(&self) -> &r2r::std_msgs::msg::Header {
         match self {
             Frame::Raw(m) => &m.header,
             Frame::Compressed(m) => &m.header,
+        }
+    }
+
+    /// The size of its pixel data.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Frame::Raw(m) => m.data.len(),
+            Frame::Compressed(m) => m.data.len(),
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::stream::{select_all, BoxStream};
 use futures::StreamExt;
+use mobile_vla_core::camera_rate::{CameraMonitor, Transport as CameraTransport};
 use mobile_vla_core::command_mux::{LockId, LockSpec, SourceId, SourceSpec, Velocity};
 use mobile_vla_core::config::{Config, ModelConfig, Transport};
 use mobile_vla_core::control::{
@@ -122,6 +123,9 @@ struct Shell {
     command_seq: u64,
     dropped_pending: u64,
     last_status: Option<StatusView>,
+    /// The camera's rate and the frames it lost, for /diagnostics.
+    camera: CameraMonitor,
+    camera_topic: String,
 }
 
 impl Shell {
@@ -166,6 +170,9 @@ impl Shell {
     fn on_frame(&mut self, frame: Frame) {
         self.frame_seq += 1;
         let now = Instant::now();
+        if let Some(warning) = self.camera.frame(now, stamp_s(&frame.header().stamp), frame.bytes()) {
+            warn!(camera = %self.camera_topic, "{warning}");
+        }
         let frame = Arc::new(frame);
         self.newest = Some(frame.clone());
         for (role, w) in self.workers.iter() {
@@ -211,7 +218,8 @@ impl Shell {
     }
 
     fn publish_diagnostics(&mut self) {
-        let msg = diagnostics::diagnostics(self.clock.stamp(), &self.ctl, &self.info);
+        let camera = self.camera.report(Instant::now());
+        let msg = diagnostics::diagnostics(self.clock.stamp(), &self.ctl, &self.info, &self.camera_topic, &camera);
         if let Err(e) = self.diag_pub.publish(&msg) {
             warn!("publishing /diagnostics failed: {e}");
         }
@@ -488,6 +496,11 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
         command_seq: 0,
         dropped_pending: 0,
         last_status: None,
+        camera: CameraMonitor::new(CameraTransport {
+            raw: config.camera.transport == Transport::Raw,
+            dds_profile: std::env::var("FASTRTPS_DEFAULT_PROFILES_FILE").ok().filter(|p| !p.is_empty()),
+        }),
+        camera_topic: camera_topic.clone(),
     };
     shell.apply(start);
     info!(

@@ -4,6 +4,7 @@
 //! is plain data in, plain data out, driven by unit tests. The node's async
 //! shell moves messages between rcl and these cores.
 
+pub mod camera_rate;
 pub mod chunk;
 pub mod command_mux;
 pub mod config;
