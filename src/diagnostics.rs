@@ -193,7 +193,10 @@ fn camera_status(topic: &str, c: &CameraReport) -> DiagnosticStatus {
             kv("lost", c.lost),
             kv("lost_total", c.lost_total),
             kv("frame_bytes", c.frame_bytes),
-            kv("dds_profile", std::env::var("FASTRTPS_DEFAULT_PROFILES_FILE").unwrap_or_else(|_| "built-in transports".into())),
+            kv(
+                "dds_profile",
+                std::env::var("FASTRTPS_DEFAULT_PROFILES_FILE").unwrap_or_else(|_| "built-in transports".into()),
+            ),
         ],
     }
 }

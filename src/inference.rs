@@ -180,7 +180,8 @@ pub struct WorkerConfig {
     pub model: ModelConfig,
     pub onnxruntime_library: Option<PathBuf>,
     pub max_frame: (u32, u32),
-    pub freshness: Freshness,
+    /// Shared with the shell, which changes it when `camera.max_age_s` is set at runtime.
+    pub freshness: Arc<Mutex<Freshness>>,
     pub clock: NodeClock,
 }
 
@@ -318,7 +319,8 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
             continue;
         }
         let header = frame.header();
-        let age = match cfg.freshness.check(stamp_s(&header.stamp), cfg.clock.now_s()) {
+        let freshness = *cfg.freshness.lock().unwrap_or_else(|e| e.into_inner());
+        let age = match freshness.check(stamp_s(&header.stamp), cfg.clock.now_s()) {
             Ok(age) => age,
             Err(reason) => {
                 let _ = events.send(skip(reason));

@@ -10,6 +10,7 @@ mod command_out;
 mod diagnostics;
 mod inference;
 mod node;
+mod param_service;
 mod ros_clock;
 mod ros_params;
 
@@ -87,7 +88,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(node::run(ros_node, config, files)) {
+    // Parameters set at runtime get the start-up checks, the node's own included.
+    let manifests =
+        node::Files { hybrid_manifest: files.hybrid_manifest.clone(), pure_manifest: files.pure_manifest.clone() };
+    let check: mobile_vla_core::params::Check = Box::new(move |c| check_action_range(c, &manifests));
+    match runtime.block_on(node::run(ros_node, config, files, check)) {
         Ok(()) => {
             info!("shut down cleanly");
             ExitCode::SUCCESS

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use mobile_vla_core::control::{
     ControlConfig, Controller, Effects, FallbackMode, Freshness, RunOutcome, RunResult, StatusView,
 };
 use mobile_vla_core::limits::Limits;
+use mobile_vla_core::params::{Change, Check, ParamTable};
 use mobile_vla_core::watchdog::{ByRole, Role, WatchdogConfig};
 use r2r::{
     diagnostic_msgs::msg::DiagnosticArray, geometry_msgs::msg as geo, mobile_vla_msgs::msg as vla,
@@ -36,6 +37,7 @@ use tracing::{error, info, warn};
 use crate::command_out::{from_twist, twist, CommandPublisher};
 use crate::diagnostics::{self, PolicyInfo};
 use crate::inference::{self, Event, Frame, FrameInbox, RunReport, RunWatch, SeqFrame, WorkerConfig};
+use crate::param_service::ParamServices;
 use crate::ros_clock::{stamp_s, NodeClock};
 
 /// How long the final zero command is given to reach reliable subscribers
@@ -126,6 +128,10 @@ struct Shell {
     /// The camera's rate and the frames it lost, for /diagnostics.
     camera: CameraMonitor,
     camera_topic: String,
+    /// The parameters, as `ros2 param` sees and sets them.
+    params: ParamTable,
+    /// The workers' freshness rule, which `camera.max_age_s` changes at runtime.
+    freshness: Arc<Mutex<Freshness>>,
 }
 
 impl Shell {
@@ -195,6 +201,18 @@ impl Shell {
         }
         let fx = self.ctl.tick(Instant::now(), self.clock.now_s());
         self.apply(fx);
+    }
+
+    /// Parameters accepted at runtime take effect now: each change is logged once.
+    fn apply_params(&mut self, changes: &[Change]) {
+        for c in changes {
+            info!(parameter = %c.name, "parameter changed: {} -> {}", c.old, c.new);
+        }
+        let config = self.params.config();
+        self.ctl.reconfigure(control_config(config), Instant::now());
+        *self.freshness.lock().unwrap_or_else(|e| e.into_inner()) =
+            Freshness { max_age_s: config.camera.max_age_s, max_future_s: config.camera.max_future_s };
+        self.hard_timeout = Duration::from_secs_f64(config.watchdog.hard_timeout_s);
     }
 
     fn publish_status(&mut self, only_if_changed: bool) {
@@ -376,7 +394,7 @@ fn control_config(c: &Config) -> ControlConfig {
     }
 }
 
-pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::Result<()> {
+pub async fn run(mut node: r2r::Node, config: Config, files: Files, check: Check) -> anyhow::Result<()> {
     let clock = NodeClock::new(config.use_sim_time);
     // Best effort, depth 1: how rclcpp's time source subscribes.
     let mut sim_clock: BoxStream<'static, r2r::rosgraph_msgs::msg::Clock> = if config.use_sim_time {
@@ -455,6 +473,12 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
 
+    let mut param_services = ParamServices::new(&mut node).context("creating the parameter services")?;
+    let freshness = Arc::new(Mutex::new(Freshness {
+        max_age_s: config.camera.max_age_s,
+        max_future_s: config.camera.max_future_s,
+    }));
+
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let library = Some(&config.policy.onnxruntime_library).filter(|s| !s.is_empty()).map(PathBuf::from);
     let worker_cfg = |role: Role, manifest: &PathBuf, model: &ModelConfig| WorkerConfig {
@@ -463,7 +487,7 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
         model: model.clone(),
         onnxruntime_library: library.clone(),
         max_frame: (config.camera.max_width, config.camera.max_height),
-        freshness: Freshness { max_age_s: config.camera.max_age_s, max_future_s: config.camera.max_future_s },
+        freshness: freshness.clone(),
         clock: clock.clone(),
     };
     let info = |manifest: &PathBuf, model: &ModelConfig| PolicyInfo {
@@ -501,6 +525,8 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
             dds_profile: std::env::var("FASTRTPS_DEFAULT_PROFILES_FILE").ok().filter(|p| !p.is_empty()),
         }),
         camera_topic: camera_topic.clone(),
+        params: ParamTable::new(config.clone(), check),
+        freshness,
     };
     shell.apply(start);
     info!(
@@ -510,6 +536,7 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
         "ready: zero velocity until a healthy policy, an instruction and fresh frames agree"
     );
     shell.publish_status(false);
+    param_services.announce(&shell.params, shell.clock.stamp());
     let spinner = Spinner::start(node);
 
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / config.output.rate_hz));
@@ -540,6 +567,18 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files) -> anyhow::R
                 shell.apply(fx);
                 if let Err(e) = req.respond(SetBool::Response { success: true, message: message.into() }) {
                     warn!("answering ~/enable_autonomy failed: {e}");
+                }
+            }
+            Some(req) = param_services.requests.next() => {
+                let rate = shell.params.config().output.rate_hz;
+                let changes = param_services.handle(req, &mut shell.params, shell.clock.stamp());
+                if !changes.is_empty() {
+                    shell.apply_params(&changes);
+                    let new_rate = shell.params.config().output.rate_hz;
+                    if new_rate != rate {
+                        tick = tokio::time::interval(Duration::from_secs_f64(1.0 / new_rate));
+                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    }
                 }
             }
             Some(msg) = system_control.next() => {

@@ -136,7 +136,8 @@ fn main() {
     println!("|---|---|---|---|---|");
     for hz in [5.0, 20.0] {
         let first = simulate(Mode::First, hz);
-        for (name, mode) in [("first (hold step 0)", Mode::First), ("play", Mode::Play), ("play + blend m=0.5", Mode::Blend)]
+        for (name, mode) in
+            [("first (hold step 0)", Mode::First), ("play", Mode::Play), ("play + blend m=0.5", Mode::Blend)]
         {
             let (rms, mean, jerk) = simulate(mode, hz);
             println!(

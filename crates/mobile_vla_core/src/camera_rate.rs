@@ -117,13 +117,8 @@ impl CameraMonitor {
 
     /// The median gap between consecutive stamps, from at least 4 gaps.
     fn period(&self) -> Option<f64> {
-        let mut gaps: Vec<f64> = self
-            .frames
-            .iter()
-            .zip(self.frames.iter().skip(1))
-            .map(|(a, b)| b.1 - a.1)
-            .filter(|g| *g > 0.0)
-            .collect();
+        let mut gaps: Vec<f64> =
+            self.frames.iter().zip(self.frames.iter().skip(1)).map(|(a, b)| b.1 - a.1).filter(|g| *g > 0.0).collect();
         if gaps.len() < 4 {
             return None;
         }
@@ -135,7 +130,9 @@ impl CameraMonitor {
         self.trim(now);
         let received = self.frames.len();
         let rate_hz = match (self.frames.front(), self.frames.back()) {
-            (Some(a), Some(b)) if received > 1 && b.0 > a.0 => (received - 1) as f64 / b.0.duration_since(a.0).as_secs_f64(),
+            (Some(a), Some(b)) if received > 1 && b.0 > a.0 => {
+                (received - 1) as f64 / b.0.duration_since(a.0).as_secs_f64()
+            }
             _ => 0.0,
         };
         CameraReport {

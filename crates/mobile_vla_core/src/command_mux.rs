@@ -114,6 +114,30 @@ impl CommandMux {
         }
     }
 
+    /// New priorities and timeouts for the same sources and locks (by name);
+    /// what each holds, and each lock's state, stay, except commands already
+    /// timed out at `now`: a longer timeout must not bring one back, nor
+    /// release a lock its timeout engaged.
+    pub fn set_specs(&mut self, sources: &[SourceSpec], locks: &[LockSpec], now: Instant) {
+        for s in &mut self.sources {
+            if s.last.is_some_and(|(_, at)| now.duration_since(at) >= s.spec.timeout) {
+                s.last = None;
+            }
+        }
+        for s in &mut self.sources {
+            if let Some(spec) = sources.iter().find(|n| n.name == s.spec.name) {
+                s.spec = spec.clone();
+            }
+        }
+        for l in &mut self.locks {
+            // A lock engaged by its timeout stays engaged: only its publisher releases it.
+            l.engaged = Self::lock_engaged(l, now);
+            if let Some(spec) = locks.iter().find(|n| n.name == l.spec.name) {
+                l.spec = spec.clone();
+            }
+        }
+    }
+
     pub fn source_id(&self, name: &str) -> Option<SourceId> {
         self.sources.iter().position(|s| s.spec.name == name).map(SourceId)
     }

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// How camera frames arrive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
     /// `sensor_msgs/Image` on `camera.topic`.
@@ -24,7 +24,7 @@ pub enum Transport {
     Compressed,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CameraConfig {
     pub topic: String,
@@ -61,7 +61,7 @@ impl CameraConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InstructionConfig {
     pub topic: String,
@@ -75,7 +75,7 @@ impl Default for InstructionConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     pub topic: String,
@@ -94,7 +94,7 @@ impl Default for OutputConfig {
 }
 
 /// ONNX Runtime execution providers, in the order the node tries them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Tensorrt,
@@ -113,7 +113,7 @@ impl Provider {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TensorRtConfig {
     pub fp16: bool,
@@ -144,7 +144,7 @@ impl Default for TensorRtConfig {
 }
 
 /// One policy (model) and how to run it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// Model manifest (JSON); relative paths are resolved against the package share directory.
@@ -181,7 +181,7 @@ impl Default for ModelConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Path of libonnxruntime.so; empty: $ORT_DYLIB_PATH, else the loader's search path.
@@ -206,7 +206,7 @@ impl Default for PolicyConfig {
 }
 
 /// A teleop or other `Twist` topic competing for `cmd_vel` (twist_mux's "topics").
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     pub topic: String,
@@ -220,7 +220,7 @@ pub struct SourceConfig {
 }
 
 /// A `std_msgs/Bool` lock topic (twist_mux's "locks").
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockConfig {
     pub topic: String,
@@ -231,7 +231,7 @@ pub struct LockConfig {
     pub timeout_s: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MuxConfig {
     /// Priority of the policy's commands.
@@ -260,7 +260,7 @@ impl Default for MuxConfig {
 }
 
 /// Output shaping; per axis (linear.x, linear.y, angular.z).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     pub max_velocity: [f64; 3],
@@ -286,7 +286,7 @@ impl Default for LimitsConfig {
 }
 
 /// When the hybrid policy hands over to the pure Kosmos-2 one, and back.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WatchdogParams {
     /// false: no fallback policy; a failing primary means zero velocity.
@@ -332,7 +332,7 @@ impl Default for WatchdogParams {
 }
 
 /// Everything the node reads from its parameters.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub camera: CameraConfig,

@@ -270,6 +270,22 @@ impl Controller {
         (c, fx)
     }
 
+    /// Parameters changed at runtime: the watchdog's thresholds, the mux's
+    /// priorities and timeouts, the output limits, freshness and the
+    /// instruction bound, from the next event on. What is held (commands,
+    /// locks, each policy's health) stays, so a change never starts motion;
+    /// the fallback mode and the set of sources are read-only.
+    pub fn reconfigure(&mut self, cfg: ControlConfig, now: Instant) {
+        self.watchdog.set_config(cfg.watchdog);
+        let mut sources =
+            vec![SourceSpec { name: "policy".into(), priority: cfg.policy_priority, timeout: cfg.command_timeout }];
+        sources.extend(cfg.sources);
+        self.mux.set_specs(&sources, &cfg.locks, now);
+        self.stage.set_limits(cfg.limits);
+        self.freshness = cfg.freshness;
+        self.max_instruction_bytes = cfg.max_instruction_bytes;
+    }
+
     pub fn watchdog(&self) -> &Watchdog {
         &self.watchdog
     }
@@ -809,6 +825,40 @@ mod tests {
         };
         assert!(!fx.drove);
         assert_eq!(tick_at(&mut c, t0, t0 + 610 * MS), Velocity::ZERO);
+    }
+
+    #[test]
+    fn new_parameters_apply_from_the_next_event_and_never_revive_a_command() {
+        let t0 = Instant::now();
+        let mut c = ready(t0);
+        let r = result(&c, Role::Primary, t0, 2.0);
+        assert_eq!(run(&mut c, t0, &r, t0 + MS).publish, Some(v(2.0)));
+        let mut next = cfg(FallbackMode::Eager);
+        next.limits.max_velocity = [0.5; 3];
+        next.command_timeout = 100 * MS;
+        c.reconfigure(next, t0 + 2 * MS);
+        // The held command, now limited; and it times out after the new 100 ms.
+        assert_eq!(c.tick(t0 + 50 * MS, ROS0).publish, Some(v(0.5)));
+        assert_eq!(c.tick(t0 + 150 * MS, ROS0).publish, Some(Velocity::ZERO));
+        // A longer timeout again never revives the command that timed out.
+        c.reconfigure(cfg(FallbackMode::Eager), t0 + 155 * MS);
+        assert_eq!(c.tick(t0 + 160 * MS, ROS0).publish, Some(Velocity::ZERO));
+    }
+
+    #[test]
+    fn a_longer_lock_timeout_never_releases_a_lock_its_timeout_engaged() {
+        let t0 = Instant::now();
+        let mut config = cfg(FallbackMode::Eager);
+        config.locks[0].timeout = Some(100 * MS);
+        let (mut c, _) = Controller::new(config.clone(), t0);
+        c.loaded(Role::Primary, Ok(()), t0);
+        c.instruction_received("go", t0);
+        c.lock(E_STOP, false, t0);
+        assert!(!c.mux().is_locked(E_STOP, t0 + 50 * MS));
+        assert!(c.mux().is_locked(E_STOP, t0 + 150 * MS), "the silent lock engaged by itself");
+        config.locks[0].timeout = Some(Duration::from_secs(10));
+        c.reconfigure(config, t0 + 150 * MS);
+        assert!(c.mux().is_locked(E_STOP, t0 + 200 * MS), "only its publisher releases it");
     }
 
     #[test]

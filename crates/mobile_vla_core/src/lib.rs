@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod inbox;
 pub mod limits;
+pub mod params;
 pub mod preprocess;
 pub mod run_tracker;
 pub mod throttle;

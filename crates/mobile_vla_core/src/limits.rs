@@ -39,6 +39,12 @@ pub struct OutputStage {
 }
 
 impl OutputStage {
+    /// New limits from the next step on; the last output is kept, so a ramp
+    /// continues from where the robot is.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     pub fn new(limits: Limits) -> Self {
         Self { limits, last: Velocity::ZERO }
     }

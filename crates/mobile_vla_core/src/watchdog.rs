@@ -236,6 +236,11 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
+    /// New thresholds from the next result on; each policy's history and state stay.
+    pub fn set_config(&mut self, cfg: WatchdogConfig) {
+        self.cfg = cfg;
+    }
+
     pub fn new(cfg: WatchdogConfig, now: Instant) -> Self {
         let h = Health {
             state: State::Loading,

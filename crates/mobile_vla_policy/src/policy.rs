@@ -561,8 +561,7 @@ impl Policy {
             period_s: a.period_s.unwrap_or_default(),
             blend: a.blend,
         });
-        let action =
-            Action { linear_x: first[0], linear_y: first[1], angular_z: first[2], raw_max_abs, chunk };
+        let action = Action { linear_x: first[0], linear_y: first[1], angular_z: first[2], raw_max_abs, chunk };
         // Carry the recurrent state only from a run whose action was valid.
         let mut next = Vec::with_capacity(self.state.len());
         for pair in &m.state {
