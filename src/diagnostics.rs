@@ -5,6 +5,7 @@
 
 use mobile_vla_core::camera_rate::CameraReport;
 use mobile_vla_core::control::{Controller, NodeState, StatusView};
+use mobile_vla_core::lifecycle;
 use mobile_vla_core::watchdog::{ByRole, Role, Watchdog};
 use mobile_vla_policy::policy::Providers;
 use mobile_vla_policy::runtime::RuntimeInfo;
@@ -83,7 +84,13 @@ fn policy_status(wd: &Watchdog, r: Role, info: &PolicyInfo) -> vla::PolicyStatus
     }
 }
 
-pub fn status(stamp: Time, view: &StatusView, ctl: &Controller, info: &ByRole<PolicyInfo>) -> vla::Status {
+pub fn status(
+    stamp: Time,
+    view: &StatusView,
+    ctl: &Controller,
+    info: &ByRole<PolicyInfo>,
+    lifecycle: Option<lifecycle::State>,
+) -> vla::Status {
     let mux = ctl.mux();
     vla::Status {
         stamp,
@@ -93,6 +100,7 @@ pub fn status(stamp: Time, view: &StatusView, ctl: &Controller, info: &ByRole<Po
         active_source: view.source.map(|s| mux.source_name(s)).unwrap_or_default().into(),
         active_lock: view.lock.map(|l| mux.lock_name(l)).unwrap_or_default().into(),
         policies: info.iter().map(|(r, i)| policy_status(ctl.watchdog(), r, i)).collect(),
+        lifecycle_state: lifecycle.map(|s| s.label()).unwrap_or_default().into(),
     }
 }
 

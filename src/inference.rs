@@ -174,6 +174,7 @@ pub enum Event {
     },
 }
 
+#[derive(Clone)]
 pub struct WorkerConfig {
     pub role: Role,
     pub manifest: PathBuf,
@@ -235,7 +236,7 @@ fn load(cfg: &WorkerConfig, watch: &RunWatch) -> Result<(Policy, RuntimeInfo), P
 /// was freed for reuse (its mmap threshold grows after large frees), which left
 /// an 86 M-parameter model's node ~200 MB over what ONNX Runtime holds; hand the
 /// free pages back once the session is built.
-fn release_freed_heap() {
+pub fn release_freed_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches
     // no live allocation.

@@ -9,6 +9,7 @@
 mod command_out;
 mod diagnostics;
 mod inference;
+mod lifecycle_node;
 mod node;
 mod param_service;
 mod ros_clock;

@@ -23,12 +23,14 @@ use mobile_vla_core::config::{Config, ModelConfig, Transport};
 use mobile_vla_core::control::{
     ControlConfig, Controller, Effects, FallbackMode, Freshness, RunOutcome, RunResult, StatusView,
 };
+use mobile_vla_core::lifecycle::{Lifecycle, Outcome, Work};
 use mobile_vla_core::limits::Limits;
 use mobile_vla_core::params::{Change, Check, ParamTable};
 use mobile_vla_core::watchdog::{ByRole, Role, WatchdogConfig};
 use r2r::{
-    diagnostic_msgs::msg::DiagnosticArray, geometry_msgs::msg as geo, mobile_vla_msgs::msg as vla,
-    sensor_msgs::msg as sensor, std_msgs::msg as std_msg, std_srvs::srv::SetBool, QosProfile,
+    diagnostic_msgs::msg::DiagnosticArray, geometry_msgs::msg as geo, lifecycle_msgs::srv::ChangeState,
+    mobile_vla_msgs::msg as vla, sensor_msgs::msg as sensor, std_msgs::msg as std_msg, std_srvs::srv::SetBool,
+    QosProfile, ServiceRequest,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -37,6 +39,7 @@ use tracing::{error, info, warn};
 use crate::command_out::{from_twist, twist, CommandPublisher};
 use crate::diagnostics::{self, PolicyInfo};
 use crate::inference::{self, Event, Frame, FrameInbox, RunReport, RunWatch, SeqFrame, WorkerConfig};
+use crate::lifecycle_node::{self, LifecycleServices, Request as LifecycleRequest};
 use crate::param_service::ParamServices;
 use crate::ros_clock::{stamp_s, NodeClock};
 
@@ -132,6 +135,21 @@ struct Shell {
     params: ParamTable,
     /// The workers' freshness rule, which `camera.max_age_s` changes at runtime.
     freshness: Arc<Mutex<Freshness>>,
+    /// `managed: true`: the lifecycle state, the workers a configure starts,
+    /// and a configure waiting for its models' loads.
+    managed: Option<Managed>,
+}
+
+/// A managed node's state beside the control core.
+struct Managed {
+    lifecycle: Lifecycle,
+    services: LifecycleServices,
+    /// Worker configurations, to start again after a cleanup.
+    workers: ByRole<Option<WorkerConfig>>,
+    /// What a configure starts (the control core's start-up effects).
+    starts: Vec<Role>,
+    /// A configure waiting for these policies' loads to end.
+    configuring: Option<(ServiceRequest<ChangeState::Service>, Vec<Role>)>,
 }
 
 impl Shell {
@@ -228,7 +246,8 @@ impl Shell {
                 info!(state = view.state.as_str(), reason = %view.reason, "status");
             }
         }
-        let msg = diagnostics::status(self.clock.stamp(), &view, &self.ctl, &self.info);
+        let lifecycle = self.managed.as_ref().map(|m| m.lifecycle.state());
+        let msg = diagnostics::status(self.clock.stamp(), &view, &self.ctl, &self.info, lifecycle);
         self.last_status = Some(view);
         if let Err(e) = self.status_pub.publish(&msg) {
             warn!("publishing ~/status failed: {e}");
@@ -244,6 +263,18 @@ impl Shell {
     }
 
     fn on_event(&mut self, ev: Event) {
+        let loaded = match &ev {
+            Event::Loaded { role, .. } => Some((*role, true)),
+            Event::LoadFailed { role, .. } => Some((*role, false)),
+            _ => None,
+        };
+        self.on_worker_event(ev);
+        if let Some((role, ok)) = loaded {
+            self.configure_progress(role, ok);
+        }
+    }
+
+    fn on_worker_event(&mut self, ev: Event) {
         let now = Instant::now();
         let fx = match ev {
             Event::Loaded { role, providers, runtime, stand_in, takes_instruction } => {
@@ -278,6 +309,121 @@ impl Shell {
             Event::Ran(report) => return self.on_run(*report),
         };
         self.apply(fx);
+    }
+
+    /// A lifecycle request: queries are answered at once, a transition is
+    /// carried out (a configure answers when its models' loads have ended).
+    /// Returns false when the node is to end (shutdown).
+    fn on_lifecycle(&mut self, req: LifecycleRequest) -> bool {
+        let Some(m) = &mut self.managed else { return true };
+        let Some(req) = m.services.answer(req, &m.lifecycle) else { return true };
+        let t = &req.message.transition;
+        let (work, event) = match m.lifecycle.begin(t.id, &t.label) {
+            Ok(begun) => begun,
+            Err(why) => {
+                warn!("lifecycle: {why}");
+                lifecycle_node::respond(req, false);
+                return true;
+            }
+        };
+        info!(transition = event.transition.label, "lifecycle: {} -> {}", event.start, event.goal);
+        m.services.publish(event, self.clock.now_ns());
+        let now = Instant::now();
+        match work {
+            Work::Configure => {
+                let roles = std::mem::take(&mut m.starts);
+                m.configuring = Some((req, roles.clone()));
+                self.apply(Effects { start: roles, ..Default::default() });
+                return true;
+            }
+            Work::Activate => {
+                let fx = self.ctl.set_active(true, now);
+                self.apply(fx);
+            }
+            Work::Deactivate => {
+                let fx = self.ctl.set_active(false, now);
+                self.apply(fx);
+            }
+            Work::Cleanup => self.unload(),
+            Work::Shutdown => {
+                if self.ctl.is_active() {
+                    let fx = self.ctl.set_active(false, now);
+                    self.apply(fx);
+                }
+                self.stop_workers();
+            }
+        }
+        self.finish_transition(Outcome::Success);
+        lifecycle_node::respond(req, true);
+        work != Work::Shutdown
+    }
+
+    /// A policy's load ended: a configure waiting for it may be done.
+    fn configure_progress(&mut self, role: Role, ok: bool) {
+        let Some(m) = &mut self.managed else { return };
+        let Some((_, waiting)) = &mut m.configuring else { return };
+        waiting.retain(|r| *r != role);
+        // The primary policy must load; the fallback may fail (the watchdog says so).
+        let failed = !ok && role == Role::Primary;
+        if !failed && !waiting.is_empty() {
+            return;
+        }
+        let (req, _) = m.configuring.take().expect("checked above");
+        if failed {
+            warn!("lifecycle: configure failed: the hybrid policy did not load; the node stays unconfigured");
+            self.unload();
+            self.finish_transition(Outcome::Failure);
+            lifecycle_node::respond(req, false);
+        } else {
+            self.finish_transition(Outcome::Success);
+            lifecycle_node::respond(req, true);
+        }
+    }
+
+    fn finish_transition(&mut self, outcome: Outcome) {
+        let now_ns = self.clock.now_ns();
+        let Some(m) = &mut self.managed else { return };
+        if let Some(e) = m.lifecycle.finish(outcome) {
+            info!(transition = e.transition.label, "lifecycle: {} -> {}", e.start, e.goal);
+            m.services.publish(e, now_ns);
+        }
+        self.publish_status(false);
+    }
+
+    /// Cleanup: the models unloaded, their memory returned, the control core as new and inactive.
+    fn unload(&mut self) {
+        self.stop_workers();
+        let Some(m) = &mut self.managed else { return };
+        self.pending = ByRole::new(m.workers[Role::Primary].clone(), m.workers[Role::Fallback].clone());
+        let (mut ctl, start) = Controller::new(control_config(self.params.config()), Instant::now());
+        let _ = ctl.set_active(false, Instant::now());
+        m.starts = start.start;
+        self.ctl = ctl;
+        for info in self.info.0.iter_mut() {
+            info.loaded = false;
+            info.providers = None;
+        }
+        inference::release_freed_heap();
+    }
+
+    /// Ends every inference thread and waits for it (its session is dropped with it).
+    fn stop_workers(&mut self) {
+        let workers: Vec<Worker> = self.workers.0.iter_mut().filter_map(Option::take).collect();
+        for w in &workers {
+            w.inbox.close();
+            w.watch.cancel_current();
+        }
+        for w in workers {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !w.thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if w.thread.is_finished() {
+                let _ = w.thread.join();
+            } else {
+                warn!("an inference thread did not end within 5 s (a run stuck in ONNX Runtime)");
+            }
+        }
     }
 
     fn on_run(&mut self, r: RunReport) {
@@ -323,6 +469,14 @@ impl Shell {
         if let Err(e) = self.stats_pub.publish(&stats) {
             warn!("publishing ~/inference_stats failed: {e}");
         }
+    }
+}
+
+/// The next lifecycle request, or never for an unmanaged node.
+async fn next_lifecycle(managed: &mut Option<Managed>) -> Option<LifecycleRequest> {
+    match managed {
+        Some(m) => m.services.requests.next().await,
+        None => futures::future::pending().await,
     }
 }
 
@@ -499,7 +653,20 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files, check: Check
         Some(worker_cfg(Role::Primary, &files.hybrid_manifest, &config.policy.hybrid)),
         Some(worker_cfg(Role::Fallback, &files.pure_manifest, &config.policy.pure)),
     );
-    let (ctl, start) = Controller::new(control_config(&config), Instant::now());
+    let (mut ctl, mut start) = Controller::new(control_config(&config), Instant::now());
+    let managed = if config.managed {
+        // Unconfigured: no models, nothing published, until ~/change_state configures and activates it.
+        let _ = ctl.set_active(false, Instant::now());
+        Some(Managed {
+            lifecycle: Lifecycle::default(),
+            services: LifecycleServices::new(&mut node).context("creating the lifecycle services")?,
+            workers: ByRole::new(pending[Role::Primary].clone(), pending[Role::Fallback].clone()),
+            starts: std::mem::take(&mut start.start),
+            configuring: None,
+        })
+    } else {
+        None
+    };
     let mut shell = Shell {
         ctl,
         commands,
@@ -527,8 +694,14 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files, check: Check
         camera_topic: camera_topic.clone(),
         params: ParamTable::new(config.clone(), check),
         freshness,
+        managed,
     };
-    shell.apply(start);
+    let managed = shell.managed.is_some();
+    if managed {
+        info!("managed node: unconfigured; configure and activate it through ~/change_state");
+    } else {
+        shell.apply(start);
+    }
     info!(
         camera = %camera_topic,
         instruction = %config.instruction.topic,
@@ -567,6 +740,12 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files, check: Check
                 shell.apply(fx);
                 if let Err(e) = req.respond(SetBool::Response { success: true, message: message.into() }) {
                     warn!("answering ~/enable_autonomy failed: {e}");
+                }
+            }
+            Some(req) = next_lifecycle(&mut shell.managed) => {
+                if !shell.on_lifecycle(req) {
+                    info!("lifecycle: shut down");
+                    break;
                 }
             }
             Some(req) = param_services.requests.next() => {

@@ -47,6 +47,12 @@ impl NodeClock {
     pub fn now_s(&self) -> f64 {
         seconds(&self.stamp())
     }
+
+    /// Now, in nanoseconds of ROS time (the lifecycle `TransitionEvent` stamp).
+    pub fn now_ns(&self) -> u64 {
+        let t = self.stamp();
+        (t.sec.max(0) as u64) * 1_000_000_000 + u64::from(t.nanosec)
+    }
 }
 
 /// A stamp in seconds; `None` for the zero stamp (an unstamped message).

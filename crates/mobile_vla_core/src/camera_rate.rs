@@ -63,7 +63,7 @@ impl CameraMonitor {
     pub fn frame(&mut self, arrived: Instant, stamp_s: Option<f64>, bytes: usize) -> Option<String> {
         self.frame_bytes = bytes;
         self.trim(arrived);
-        let Some(stamp) = stamp_s else { return None };
+        let stamp = stamp_s?;
         let period = self.period();
         let lost = match (self.frames.back(), period) {
             (Some(&(_, prev, _)), Some(p)) if stamp - prev > 1.5 * p => ((stamp - prev) / p).round() as usize - 1,

@@ -344,6 +344,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Standard ROS parameter; accepted so launch files may set it.
     pub use_sim_time: bool,
+    /// Start as a managed (lifecycle) node: unconfigured until `~/change_state` configures and activates it.
+    pub managed: bool,
 }
 
 /// A parameter that stops start-up: which key, what it held, what is allowed.

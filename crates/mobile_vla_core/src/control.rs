@@ -231,6 +231,8 @@ pub struct Controller {
     throttle: Throttle,
     /// The chunk the policy's command plays from, if its policy plays chunks.
     player: ChunkPlayer,
+    /// A managed node that is not active publishes nothing at all.
+    active: bool,
 }
 
 impl Controller {
@@ -255,6 +257,7 @@ impl Controller {
             last_publish: now,
             throttle: Throttle::new(Duration::from_secs(2)),
             player: ChunkPlayer::default(),
+            active: true,
         };
         let mut fx = Effects::default();
         c.start(Role::Primary, &mut fx);
@@ -321,7 +324,32 @@ impl Controller {
 
     /// Whether `role`'s worker should get a frame that arrived now.
     pub fn wants_frame(&self, role: Role, now: Instant) -> bool {
-        self.started[role] && self.watchdog.wants_frames(role, now)
+        self.active && self.started[role] && self.watchdog.wants_frames(role, now)
+    }
+
+    /// A managed node's activation (true) or deactivation (false). Either way
+    /// everything held is forgotten and only runs that start afterwards may
+    /// drive; deactivating publishes one zero, then nothing until activated.
+    pub fn set_active(&mut self, active: bool, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        self.barrier = now;
+        self.mux.clear_all();
+        self.player.clear();
+        self.hold = None;
+        self.active = active;
+        if active {
+            self.publish(now, &mut fx);
+        } else {
+            // A hard stop, whatever the deceleration limits: the output closes now.
+            fx.publish = Some(self.stage.step(Velocity::ZERO, Duration::ZERO, true));
+            self.decision = Decision::NONE;
+            fx.diagnostics = true;
+        }
+        fx
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
     }
 
     /// A worker finished loading its policy, or failed to.
@@ -577,6 +605,9 @@ impl Controller {
         };
         let lock_name = |l: LockId| self.mux.lock_name(l).to_string();
         let (state, reason) = match (d.source, d.lock) {
+            _ if !self.active => {
+                (NodeState::SafeStop, "not active: a managed node commands nothing until activated".into())
+            }
             (None, Some(lock)) => (NodeState::SafeStop, format!("lock '{}' engaged", lock_name(lock))),
             (Some(src), _) if src != POLICY => (NodeState::Running, String::new()),
             _ if !self.mux.is_enabled(POLICY) => (NodeState::Paused, "autonomy paused".to_string()),
@@ -625,8 +656,11 @@ impl Controller {
         self.publish(now, fx);
     }
 
-    /// Decides and shapes the command for this instant.
+    /// Decides and shapes the command for this instant (nothing at all while inactive).
     fn publish(&mut self, now: Instant, fx: &mut Effects) {
+        if !self.active {
+            return;
+        }
         let d = self.mux.decide(now);
         let out = self.stage.step(d.command, now.saturating_duration_since(self.last_publish), d.hard_stop());
         self.last_publish = now;
@@ -859,6 +893,27 @@ mod tests {
         config.locks[0].timeout = Some(Duration::from_secs(10));
         c.reconfigure(config, t0 + 150 * MS);
         assert!(c.mux().is_locked(E_STOP, t0 + 200 * MS), "only its publisher releases it");
+    }
+
+    #[test]
+    fn an_inactive_node_publishes_nothing_but_one_zero_and_forgets_what_it_held() {
+        let t0 = Instant::now();
+        let mut c = ready(t0);
+        c.teleop(JOY, v(0.3), t0);
+        assert_eq!(c.tick(t0 + MS, ROS0).publish, Some(v(0.3)));
+        let fx = c.set_active(false, t0 + 2 * MS);
+        assert_eq!(fx.publish, Some(Velocity::ZERO), "one zero on deactivate");
+        assert_eq!(c.tick(t0 + 3 * MS, ROS0).publish, None);
+        c.teleop(JOY, v(0.3), t0 + 4 * MS);
+        let r = result(&c, Role::Primary, t0 + 4 * MS, 0.4);
+        assert_eq!(run(&mut c, t0, &r, t0 + 5 * MS).publish, None);
+        assert!(!c.wants_frame(Role::Primary, t0 + 5 * MS));
+        assert_eq!(c.status().state, NodeState::SafeStop);
+        // Activated again: what was sent while inactive does not drive.
+        assert_eq!(c.set_active(true, t0 + 6 * MS).publish, Some(Velocity::ZERO));
+        assert_eq!(c.tick(t0 + 7 * MS, ROS0).publish, Some(Velocity::ZERO));
+        c.teleop(JOY, v(0.2), t0 + 8 * MS);
+        assert_eq!(c.tick(t0 + 9 * MS, ROS0).publish, Some(v(0.2)));
     }
 
     #[test]

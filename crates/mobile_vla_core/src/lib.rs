@@ -10,6 +10,7 @@ pub mod command_mux;
 pub mod config;
 pub mod control;
 pub mod inbox;
+pub mod lifecycle;
 pub mod limits;
 pub mod params;
 pub mod preprocess;

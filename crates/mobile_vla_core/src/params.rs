@@ -118,6 +118,7 @@ fn description(name: &str) -> &'static str {
         ("limits", _, "deadband") => "smaller targets count as zero",
         ("limits", _, "scale_velocities") => "scale all axes together while one is ramp-limited",
         ("use_sim_time", _, _) => "follow /clock (set at start)",
+        ("managed", _, _) => "a managed (lifecycle) node: unconfigured until ~/change_state configures it",
         _ => "",
     }
 }
