@@ -6,11 +6,15 @@ wheels, so the tests and scripts/run.sh use this interpreter instead: it parses
 the launch file, resolves `$(var ...)`, `$(find-pkg-share ...)` and `$(env ...)`
 against the real colcon install, and builds exactly the command launch_ros
 builds (`<exec> --ros-args -r __node:=... -r __ns:=... --params-file ... -r a:=b`),
-in the environment its `<set_env>` actions (with `if` / `unless`) give it.
+in the environment its `<set_env>` actions (with `if` / `unless`) give it,
+and the command of every enabled `<executable>` (the optional recorder).
 Anything outside that subset is an error, so the launch file cannot drift into
 something this interpreter silently ignores.
 
-    launch_xml.py FILE [name:=value ...] [--print]   (--print: `env K=V ... <exec> ...`)
+    launch_xml.py FILE [name:=value ...] [--print]   (--print: one `env K=V ... <exec> ...` per process)
+
+With one process it becomes that process (exec); with several it starts them
+all, passes SIGINT/SIGTERM on, and ends with the first one's exit code.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import signal
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
@@ -90,6 +97,9 @@ def node_commands(path: str, overrides: dict[str, str]) -> list[tuple[list[str],
                 env[el.get("name")] = substitute(el.get("value"), args)
         elif el.tag == "node":
             commands.append((node_command(el, args), dict(env)))
+        elif el.tag == "executable":
+            if enabled(el, args):
+                commands.append((shlex.split(substitute(el.get("cmd"), args)), dict(env)))
         else:
             raise LaunchError(f"unsupported launch element <{el.tag}>")
     return commands
@@ -134,11 +144,23 @@ def main(argv: list[str]) -> int:
         for c, env in commands:
             print(shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), *c]))
         return 0
-    if len(commands) != 1:
-        print("launch_xml: running more than one node is not supported", file=sys.stderr)
-        return 2
-    cmd, env = commands[0]
-    os.execve(cmd[0], cmd, {**os.environ, **env})
+    for cmd, _ in commands:
+        if shutil.which(cmd[0]) is None:
+            print(f"launch_xml: '{cmd[0]}' not found (for `{shlex.join(cmd[:3])} ...`)", file=sys.stderr)
+            return 2
+    if len(commands) == 1:
+        cmd, env = commands[0]
+        os.execve(cmd[0], cmd, {**os.environ, **env})
+    procs = [subprocess.Popen(cmd, env={**os.environ, **env}) for cmd, env in commands]
+
+    def forward(sig, _frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(sig)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    codes = [p.wait() for p in procs]
+    return codes[0]
 
 
 if __name__ == "__main__":

@@ -175,6 +175,37 @@ def test_launch_file_describes_the_installed_node_and_params_file():
     assert "__ns:=" not in " ".join(cmd)  # no namespace by default
 
 
+def test_launch_record_records_the_topics_the_node_really_has(peer, run_node):
+    from rclpy.expand_topic_name import expand_topic_name
+
+    args = ("namespace:=robot1", "cmd_vel_topic:=/base/cmd_vel", "managed:=true", "record:=true")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts/launch_xml.py"), str(LAUNCH), *args, "--print"],
+                         check=True, capture_output=True, text=True).stdout.strip().splitlines()
+    assert len(out) == 2, out
+    import shlex
+
+    rec = shlex.split(out[1])
+    rec = rec[next(i for i, w in enumerate(rec) if w == "ros2"):]
+    assert rec[:5] == ["ros2", "bag", "record", "-s", "mcap"], rec
+    ros_args = rec[rec.index("--ros-args"):]
+    assert ros_args[-2:] == ["-r", "__ns:=/robot1"], ros_args
+    topics = [expand_topic_name(t, "mobile_vla_recorder", "/robot1") for t in rec[5:rec.index("--ros-args")]]
+    cmd, env = launch_command(*args[:3])
+    node = run_node(cmd=cmd, env=env)
+    assert peer.wait_for_node("mobile_vla", "/robot1"), node.output()
+
+    def all_there():
+        pubs, subs = peer.topics_of("mobile_vla", "/robot1")
+        return not [t for t in topics if t not in pubs and t not in subs]
+    assert wait_for(all_there, 10), (topics, peer.topics_of("mobile_vla", "/robot1"))
+    assert "/base/cmd_vel" in topics and "/robot1/mobile_vla/inference_stats" in topics
+    assert node.stop() == 0
+    # Without rosbag2 the launch says so instead of starting half of it.
+    r = subprocess.run([sys.executable, str(ROOT / "scripts/launch_xml.py"), str(LAUNCH), "record:=true"],
+                       capture_output=True, text=True, env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2 and "'ros2' not found" in r.stderr, r.stderr
+
+
 def test_launch_rejects_unknown_arguments():
     r = subprocess.run([sys.executable, str(ROOT / "scripts/launch_xml.py"), str(LAUNCH), "nmespace:=x", "--print"],
                        capture_output=True, text=True)
