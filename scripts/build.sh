@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build both packages (mobile_vla_msgs in msg/, mobile_vla at the root) with
 # colcon into build/ and install/, like `colcon build` in a ROS workspace.
-# Extra arguments go to colcon (for example --cargo-args --release).
+# The node is built with Cargo's release profile (the tests and benchmarks use
+# the same artefacts). Extra arguments go to colcon.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -18,7 +19,8 @@ MSG_STAMP=build/mobile_vla_msgs.sha
 if [ -d build/mobile_vla ] && [ "$(cat "$MSG_STAMP" 2>/dev/null)" != "$MSG_HASH" ]; then
   echo "msg/ changed: regenerating r2r's bindings" >&2
   cargo clean -q -p r2r_msg_gen -p r2r --target-dir build/mobile_vla
+  cargo clean -q --release -p r2r_msg_gen -p r2r --target-dir build/mobile_vla
 fi
 colcon --log-base log build --paths msg . --build-base build --install-base install \
-  "$@"
+  --cargo-args --release "$@"
 echo "$MSG_HASH" >"$MSG_STAMP"

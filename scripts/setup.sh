@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.mobile_vla_setup"
 # Bump when the list below changes, so an existing .venv is brought up to date.
-SETUP_VERSION=7
+SETUP_VERSION=8
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -52,7 +52,7 @@ fastrtps-cmake-module"
 # transformers runs its processors without torch.
 PY_TOOLS=(
   "numpy<3" "onnx>=1.16,<2" "onnxruntime>=1.24,<2" "pillow==13.0.0" "transformers==5.24.0" opencv-python-headless
-  pytest "rosbags>=0.10" mcap tokenizers cmake colcon-common-extensions colcon-cargo colcon-ros-cargo
+  pytest "rosbags>=0.10" mcap tokenizers simplejpeg cmake colcon-common-extensions colcon-cargo colcon-ros-cargo
 )
 
 # --- system packages -----------------------------------------------------------------

@@ -10,14 +10,14 @@ scripts/build.sh
 source env.sh
 
 echo "=== cargo test (workspace unit tests)"
-# Same target dir and the same prefix variables as colcon's build, so r2r's
-# generated bindings are reused rather than rebuilt.
+# Same target dir, profile (release) and prefix variables as colcon's build, so
+# the workspace is compiled once: only the test harnesses are new here.
 COLCON_ENV=build/mobile_vla/colcon_command_prefix_build.sh.env
 PREFIXES=()
 if [ -f "$COLCON_ENV" ]; then
   mapfile -t PREFIXES < <(grep -E '^(AMENT_PREFIX_PATH|CMAKE_PREFIX_PATH)=' "$COLCON_ENV")
 fi
-env "${PREFIXES[@]}" cargo test --workspace --target-dir build/mobile_vla
+env "${PREFIXES[@]}" cargo test --release --workspace --target-dir build/mobile_vla
 
 echo "=== cargo fmt --check and cargo clippy (warnings are errors)"
 cargo fmt --all -- --check

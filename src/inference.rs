@@ -18,40 +18,18 @@ use mobile_vla_core::command_mux::Velocity;
 use mobile_vla_core::config::ModelConfig;
 use mobile_vla_core::control::{Freshness, Generation, RunOutcome, Skip};
 use mobile_vla_core::inbox::Inbox;
-use mobile_vla_core::preprocess::RawFrame;
+use mobile_vla_core::preprocess::{JpegScaling, RawFrame};
 use mobile_vla_core::run_tracker::RunTracker;
 use mobile_vla_core::watchdog::Role;
 use mobile_vla_policy::policy::{Providers, Timings};
 use mobile_vla_policy::runtime::{init_runtime, RuntimeInfo};
 use mobile_vla_policy::{Action, Policy, PolicyError, RunOptions};
-use r2r::{builtin_interfaces::msg::Time, sensor_msgs::msg as sensor};
+use r2r::builtin_interfaces::msg::Time;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
+use crate::camera_frame::{Frame, Kind};
 use crate::ros_clock::{stamp_s, NodeClock};
-
-/// A camera frame as it arrived, raw or compressed.
-pub enum Frame {
-    Raw(sensor::Image),
-    Compressed(sensor::CompressedImage),
-}
-
-impl Frame {
-    pub fn header(&self) -> &r2r::std_msgs::msg::Header {
-        match self {
-            Frame::Raw(m) => &m.header,
-            Frame::Compressed(m) => &m.header,
-        }
-    }
-
-    /// The size of its pixel data.
-    pub fn bytes(&self) -> usize {
-        match self {
-            Frame::Raw(m) => m.data.len(),
-            Frame::Compressed(m) => m.data.len(),
-        }
-    }
-}
 
 /// Shared with the probing policy too, so never copied.
 pub struct SeqFrame {
@@ -181,6 +159,7 @@ pub struct WorkerConfig {
     pub model: ModelConfig,
     pub onnxruntime_library: Option<PathBuf>,
     pub max_frame: (u32, u32),
+    pub jpeg_scaling: JpegScaling,
     /// Shared with the shell, which changes it when `camera.max_age_s` is set at runtime.
     pub freshness: Arc<Mutex<Freshness>>,
     pub clock: NodeClock,
@@ -227,22 +206,10 @@ fn load(cfg: &WorkerConfig, watch: &RunWatch) -> Result<(Policy, RuntimeInfo), P
         );
     }
     let mut policy = Policy::load(&runtime, &cfg.manifest, &cfg.model, cfg.max_frame)?;
+    policy.set_jpeg_scaling(cfg.jpeg_scaling);
     warm_up(&mut policy)?;
-    release_freed_heap();
+    crate::heap::release_freed();
     Ok((policy, runtime.info))
-}
-
-/// Loading parses the whole model into short-lived buffers. glibc keeps what
-/// was freed for reuse (its mmap threshold grows after large frees), which left
-/// an 86 M-parameter model's node ~200 MB over what ONNX Runtime holds; hand the
-/// free pages back once the session is built.
-pub fn release_freed_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches
-    // no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// One run on a grey frame, so the first real frame does not pay for lazy
@@ -319,7 +286,7 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
             let _ = events.send(skip(Skip::NoInstruction));
             continue;
         }
-        let header = frame.header();
+        let header = &frame.header;
         let freshness = *cfg.freshness.lock().unwrap_or_else(|e| e.into_inner());
         let age = match freshness.check(stamp_s(&header.stamp), cfg.clock.now_s()) {
             Ok(age) => age,
@@ -328,15 +295,15 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
                 continue;
             }
         };
-        let prepared = match frame.as_ref() {
-            Frame::Raw(m) => p.preprocess_raw(&RawFrame {
-                width: m.width,
-                height: m.height,
-                encoding: &m.encoding,
-                step: m.step,
-                data: &m.data,
+        let prepared = match &frame.kind {
+            Kind::Raw { width, height, step, encoding } => p.preprocess_raw(&RawFrame {
+                width: *width,
+                height: *height,
+                encoding,
+                step: *step,
+                data: frame.data(),
             }),
-            Frame::Compressed(m) => p.preprocess_compressed(&m.format, &m.data),
+            Kind::Compressed { format } => p.preprocess_compressed(format, frame.data()),
         };
         let preprocess = started.elapsed();
         if let Err(e) = prepared {

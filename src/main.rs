@@ -6,8 +6,10 @@
 //! other start-up failure. With `--build-engines` it builds the precompiled
 //! TensorRT engines for its parameters instead, and exits.
 
+mod camera_frame;
 mod command_out;
 mod diagnostics;
+mod heap;
 mod inference;
 mod lifecycle_node;
 mod node;
@@ -24,6 +26,7 @@ use tracing::{error, info};
 const NODE_NAME: &str = "mobile_vla";
 
 fn main() -> ExitCode {
+    heap::keep_frames_on_the_heap();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::stream::{select_all, BoxStream};
+use futures::stream::{select_all, BoxStream, LocalBoxStream};
 use futures::StreamExt;
 use mobile_vla_core::camera_rate::{CameraMonitor, Transport as CameraTransport};
 use mobile_vla_core::command_mux::{LockId, LockSpec, SourceId, SourceSpec, Velocity};
@@ -36,9 +36,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::camera_frame::Frame;
 use crate::command_out::{from_twist, twist, CommandPublisher};
 use crate::diagnostics::{self, PolicyInfo};
-use crate::inference::{self, Event, Frame, FrameInbox, RunReport, RunWatch, SeqFrame, WorkerConfig};
+use crate::inference::{self, Event, FrameInbox, RunReport, RunWatch, SeqFrame, WorkerConfig};
 use crate::lifecycle_node::{self, LifecycleServices, Request as LifecycleRequest};
 use crate::param_service::ParamServices;
 use crate::ros_clock::{stamp_s, NodeClock};
@@ -61,8 +62,11 @@ impl Spinner {
         let thread = std::thread::Builder::new()
             .name("rcl-spin".into())
             .spawn(move || {
+                // rcl_wait returns as soon as anything is ready; the timeout only
+                // bounds how late the stop flag is seen (and each wake-up rebuilds
+                // the wait set: at idle, that is most of the node's CPU time).
                 while !flag.load(Ordering::Relaxed) {
-                    node.spin_once(Duration::from_millis(20));
+                    node.spin_once(Duration::from_millis(100));
                 }
                 node
             })
@@ -194,7 +198,7 @@ impl Shell {
     fn on_frame(&mut self, frame: Frame) {
         self.frame_seq += 1;
         let now = Instant::now();
-        if let Some(warning) = self.camera.frame(now, stamp_s(&frame.header().stamp), frame.bytes()) {
+        if let Some(warning) = self.camera.frame(now, stamp_s(&frame.header.stamp), frame.data().len()) {
             warn!(camera = %self.camera_topic, "{warning}");
         }
         let frame = Arc::new(frame);
@@ -403,7 +407,7 @@ impl Shell {
             info.loaded = false;
             info.providers = None;
         }
-        inference::release_freed_heap();
+        crate::heap::release_freed();
     }
 
     /// Ends every inference thread and waits for it (its session is dropped with it).
@@ -560,17 +564,18 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files, check: Check
         futures::stream::pending().boxed()
     };
     let camera_topic = config.camera.subscribed_topic();
-    let mut frames: BoxStream<'static, Frame> = match config.camera.transport {
+    // Native subscriptions: the frame's bytes are read where rmw put them.
+    let mut frames: LocalBoxStream<'static, Frame> = match config.camera.transport {
         Transport::Raw => node
-            .subscribe::<sensor::Image>(&camera_topic, QosProfile::sensor_data())
+            .subscribe_native::<sensor::Image>(&camera_topic, QosProfile::sensor_data())
             .with_context(|| format!("subscribing to {camera_topic}"))?
-            .map(Frame::Raw)
-            .boxed(),
+            .map(Frame::from_image)
+            .boxed_local(),
         Transport::Compressed => node
-            .subscribe::<sensor::CompressedImage>(&camera_topic, QosProfile::sensor_data())
+            .subscribe_native::<sensor::CompressedImage>(&camera_topic, QosProfile::sensor_data())
             .with_context(|| format!("subscribing to {camera_topic}"))?
-            .map(Frame::Compressed)
-            .boxed(),
+            .map(Frame::from_compressed)
+            .boxed_local(),
     };
     let mut instructions = node
         .subscribe::<std_msg::String>(&config.instruction.topic, QosProfile::default())
@@ -641,6 +646,7 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files, check: Check
         model: model.clone(),
         onnxruntime_library: library.clone(),
         max_frame: (config.camera.max_width, config.camera.max_height),
+        jpeg_scaling: config.camera.jpeg_scaling,
         freshness: freshness.clone(),
         clock: clock.clone(),
     };

@@ -54,7 +54,8 @@ def k2_processor() -> Kosmos2Processor:
 
 
 def node_inputs(tmp_path: Path, manifest: Path, frame: Path | None = None, instruction: str = "go",
-                raw: np.ndarray | None = None, encoding: str = "rgb8") -> dict[str, np.ndarray]:
+                raw: np.ndarray | None = None, encoding: str = "rgb8",
+                jpeg_scaling: str = "full") -> dict[str, np.ndarray]:
     """The tensors the node feeds for this frame and instruction."""
     out = tmp_path / f"inputs_{len(list(tmp_path.iterdir()))}"
     args = [str(INPUTS_EXE), str(manifest)]
@@ -64,6 +65,7 @@ def node_inputs(tmp_path: Path, manifest: Path, frame: Path | None = None, instr
         args += [str(f), "--raw", f"{raw.shape[1]}x{raw.shape[0]}", encoding]
     else:
         args.append(str(frame))
+    args += ["--jpeg-scaling", jpeg_scaling]
     r = subprocess.run(args + ["--instruction", instruction, "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return {p.stem: np.load(p) for p in out.glob("*.npy")}
@@ -124,6 +126,23 @@ def test_pixels_equal_the_processors_on_jpeg_and_raw_frames(tmp_path, frame):
                 node_inputs(tmp_path, HF / "hybrid" / "hybrid.json", raw=np.asarray(image))):
         assert_pixels_within_one_level(got["pixel_values"], want_k2, std)
         assert_pixels_within_one_level(got["clip_pixel_values"], want_clip, std)
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=[f.stem for f in FRAMES])
+def test_reduced_jpeg_scaling_equals_pils_draft(tmp_path, frame):
+    """camera.jpeg_scaling: reduced decodes at the DCT scale PIL's Image.draft picks for the
+    model size, and then feeds exactly what the processors make of that drafted image."""
+    k2 = k2_processor()
+    image = Image.open(frame)
+    full = image.size
+    image.draft("RGB", (224, 224))  # PIL picks the largest of 1/8, 1/4, 1/2 that still covers 224x224
+    image = image.convert("RGB")
+    assert image.size[0] < full[0] or full[0] < 448, (full, image.size)  # the 1080p and 720p frames are scaled
+    got = node_inputs(tmp_path, HF / "hybrid" / "hybrid.json", frame, jpeg_scaling="reduced")
+    std = k2.image_processor.image_std
+    assert_pixels_within_one_level(got["pixel_values"], k2.image_processor(images=image, return_tensors="np")
+                                   ["pixel_values"], std)
+    assert_pixels_within_one_level(got["clip_pixel_values"], clip_pixels(image), std)
 
 
 def write_manifest(tmp_path: Path, image: dict) -> Path:

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::preprocess::JpegScaling;
+
 /// How camera frames arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,6 +38,8 @@ pub struct CameraConfig {
     /// Frames larger than this are rejected before any decoding.
     pub max_width: u32,
     pub max_height: u32,
+    /// `full` (every pixel, exact with the processors) or `reduced` (DCT scaling, as `PIL.Image.draft`).
+    pub jpeg_scaling: JpegScaling,
 }
 
 impl Default for CameraConfig {
@@ -47,6 +51,7 @@ impl Default for CameraConfig {
             max_future_s: 0.05,
             max_width: 4096,
             max_height: 4096,
+            jpeg_scaling: JpegScaling::Full,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use half::f16;
 use mobile_vla_core::config::{expand_home, ModelConfig, Provider};
-use mobile_vla_core::preprocess::{DType, FrameError, Preprocessor, RawFrame, Tensor};
+use mobile_vla_core::preprocess::{DType, FrameError, JpegScaling, Preprocessor, RawFrame, Tensor};
 use ort::ep::{self, ExecutionProvider};
 use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
@@ -478,6 +478,11 @@ impl Policy {
 
     pub fn preprocess_raw(&mut self, frame: &RawFrame<'_>) -> Result<(), FrameError> {
         self.pre.raw(frame)
+    }
+
+    /// How JPEG frames are decoded from now on.
+    pub fn set_jpeg_scaling(&mut self, scaling: JpegScaling) {
+        self.pre.set_jpeg_scaling(scaling);
     }
 
     pub fn preprocess_compressed(&mut self, format: &str, data: &[u8]) -> Result<(), FrameError> {

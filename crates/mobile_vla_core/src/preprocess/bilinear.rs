@@ -55,6 +55,10 @@ fn blend([p00, p01, p10, p11]: [f32; 4], wx: f32, wy: f32) -> f32 {
 pub(super) struct Bilinear {
     xs: Taps,
     ys: Taps,
+    /// One output row, RGB interleaved, before normalisation.
+    row: Vec<f32>,
+    /// Two source rows interpolated across, with the source row each holds.
+    rows: [(Option<u32>, Vec<f32>); 2],
 }
 
 impl Bilinear {
@@ -62,9 +66,12 @@ impl Bilinear {
     pub fn fill(&mut self, src: &Source<'_>, x: Axis, y: Axis, out: &mut Writer<'_>) {
         self.xs.update(x);
         self.ys.update(y);
+        // Channel offsets as constants: the inner loop then has no bounds checks.
         match (src.rgb_offsets(), src.bytes_per_pixel()) {
-            (Some(rgb), 3) => self.fill_packed::<3>(src, rgb, out),
-            (Some(rgb), 4) => self.fill_packed::<4>(src, rgb, out),
+            (Some([0, 1, 2]), 3) => self.fill_packed::<3, 0, 1, 2>(src, out),
+            (Some([2, 1, 0]), 3) => self.fill_packed::<3, 2, 1, 0>(src, out),
+            (Some([0, 1, 2]), 4) => self.fill_packed::<4, 0, 1, 2>(src, out),
+            (Some([2, 1, 0]), 4) => self.fill_packed::<4, 2, 1, 0>(src, out),
             _ => self.fill_any(src, out),
         }
     }
@@ -83,23 +90,50 @@ impl Bilinear {
     }
 
     /// Packed 8-bit pixels (`N` bytes each, red/green/blue at byte offsets
-    /// `rgb`): the same arithmetic, with the two source rows resolved once per
-    /// output row instead of per sample.
-    fn fill_packed<const N: usize>(&self, src: &Source<'_>, rgb: [usize; 3], out: &mut Writer<'_>) {
+    /// `R`, `G`, `B`): the same arithmetic, separably. Each source row an output row
+    /// needs is interpolated across once (kept while the next output row
+    /// needs it too), the two rows are blended into `row` (RGB, 0..255) and
+    /// the writer takes it whole: straight loops the compiler vectorises.
+    fn fill_packed<const N: usize, const R: usize, const G: usize, const B: usize>(
+        &mut self,
+        src: &Source<'_>,
+        out: &mut Writer<'_>,
+    ) {
+        let n = self.xs.i0.len();
         let row_len = src.width as usize * N;
-        let step = src.step;
-        for (oy, ((&ya, &yb), &wy)) in self.ys.i0.iter().zip(&self.ys.i1).zip(&self.ys.w1).enumerate() {
-            let (ya, yb) = (ya as usize, yb as usize);
-            let ra = &src.data[ya * step..ya * step + row_len];
-            let rb = &src.data[yb * step..yb * step + row_len];
-            for (ox, ((&xa, &xb), &wx)) in self.xs.i0.iter().zip(&self.xs.i1).zip(&self.xs.w1).enumerate() {
-                let (xa, xb) = (xa as usize * N, xb as usize * N);
-                let (a0, a1, b0, b1) = (&ra[xa..xa + N], &ra[xb..xb + N], &rb[xa..xa + N], &rb[xb..xb + N]);
-                out.put(ox, oy, |s| {
-                    let k = rgb[s];
-                    blend([a0[k] as f32, a1[k] as f32, b0[k] as f32, b1[k] as f32], wx, wy)
-                });
+        let Bilinear { xs, ys, row, rows } = self;
+        let across = |y: usize, dst: &mut Vec<f32>| {
+            let line = &src.data[y * src.step..y * src.step + row_len];
+            dst.resize(n * 3, 0.0);
+            for (d, ((&xa, &xb), &wx)) in dst.chunks_exact_mut(3).zip(xs.i0.iter().zip(&xs.i1).zip(&xs.w1)) {
+                let a: &[u8; N] = line[xa as usize * N..][..N].try_into().expect("N bytes");
+                let b: &[u8; N] = line[xb as usize * N..][..N].try_into().expect("N bytes");
+                let lerp = |p: u8, q: u8| p as f32 + (q as f32 - p as f32) * wx;
+                (d[0], d[1], d[2]) = (lerp(a[R], b[R]), lerp(a[G], b[G]), lerp(a[B], b[B]));
             }
+        };
+        row.resize(n * 3, 0.0);
+        for (oy, ((&ya, &yb), &wy)) in ys.i0.iter().zip(&ys.i1).zip(&ys.w1).enumerate() {
+            let [(ka, ra), (kb, rb)] = rows;
+            if *kb == Some(ya) {
+                std::mem::swap(ka, kb);
+                std::mem::swap(ra, rb);
+            }
+            if *ka != Some(ya) {
+                across(ya as usize, ra);
+                *ka = Some(ya);
+            }
+            if *kb != Some(yb) {
+                across(yb as usize, rb);
+                *kb = Some(yb);
+            }
+            for ((o, &a), &b) in row.iter_mut().zip(ra.iter()).zip(rb.iter()) {
+                *o = a + (b - a) * wy;
+            }
+            out.put_row(oy, row);
         }
+        // The rows belong to this frame only.
+        rows[0].0 = None;
+        rows[1].0 = None;
     }
 }

@@ -137,6 +137,8 @@ pub(super) struct Decoder {
 /// A libjpeg-turbo decompressor (TurboJPEG 3 API).
 pub(super) struct Jpeg {
     handle: turbojpeg_sys::tjhandle,
+    /// The full size from the last header read.
+    size: (u32, u32),
 }
 
 // SAFETY: a TurboJPEG handle is used by one thread at a time (the
@@ -152,7 +154,7 @@ impl Jpeg {
             if handle.is_null() {
                 return Err("libjpeg-turbo could not be initialised".into());
             }
-            let jpeg = Jpeg { handle };
+            let jpeg = Jpeg { handle, size: (0, 0) };
             // A warning (a scan cut short, data after the scan) is an error:
             // libjpeg would otherwise pad the frame with grey and carry on.
             if tj::tj3Set(handle, tj::TJPARAM_TJPARAM_STOPONWARNING as libc::c_int, 1) != 0 {
@@ -180,16 +182,34 @@ impl Jpeg {
             if w <= 0 || h <= 0 {
                 return Err(FrameError::Decode("JPEG has no frame header".into()));
             }
-            Ok((w as u32, h as u32))
+            self.size = (w as u32, h as u32);
+            Ok(self.size)
         }
     }
 
-    /// Decodes into `out` (`w * h * 3` bytes, packed RGB).
-    fn decode(&mut self, data: &[u8], w: u32, h: u32, out: &mut [u8]) -> Result<(), FrameError> {
+    fn scaled_width(&self, denom: u32) -> u32 {
+        self.size.0.div_ceil(denom)
+    }
+
+    fn scaled_height(&self, denom: u32) -> u32 {
+        self.size.1.div_ceil(denom)
+    }
+
+    /// Decodes at 1/`denom` scale (1, 2, 4 or 8: libjpeg's DCT scaling, as
+    /// PIL's `Image.draft` uses it) into `out`, which holds the scaled frame
+    /// (`ceil(w / denom) * ceil(h / denom) * 3` bytes, packed RGB).
+    fn decode(&mut self, data: &[u8], denom: u32, out: &mut [u8]) -> Result<(), FrameError> {
         use turbojpeg_sys as tj;
-        assert_eq!(out.len(), w as usize * h as usize * 3);
-        // SAFETY: `out` holds exactly the w x h RGB pixels tj3Decompress8 writes
-        // (the size was read from the same data's header just before).
+        let factor = tj::tjscalingfactor { num: 1, denom: denom as libc::c_int };
+        // SAFETY: the handle is valid; 1/1, 1/2, 1/4 and 1/8 are scaling factors every libjpeg-turbo supports.
+        if unsafe { tj::tj3SetScalingFactor(self.handle, factor) } != 0 {
+            return Err(FrameError::Decode(self.error()));
+        }
+        // SAFETY: `out` holds exactly the scaled frame's RGB pixels that
+        // tj3Decompress8 writes (the size was read from the same data's header
+        // just before, and scaled as libjpeg scales it).
+        let w = self.scaled_width(denom);
+        assert_eq!(out.len(), w as usize * self.scaled_height(denom) as usize * 3);
         let rc = unsafe {
             tj::tj3Decompress8(
                 self.handle,
@@ -245,14 +265,20 @@ impl Decoder {
 
     /// Validates and decodes a `sensor_msgs/CompressedImage` into packed RGB8.
     /// `format` is the message's format field (`jpeg`, `png`, `rgb8; jpeg compressed bgr8`, ...).
-    pub fn compressed(&mut self, format: &str, data: &[u8]) -> Result<Source<'_>, FrameError> {
+    /// `jpeg_denom` gives, from a JPEG's full size, the DCT scale to decode it at (1: every pixel).
+    pub fn compressed(
+        &mut self,
+        format: &str,
+        data: &[u8],
+        jpeg_denom: impl Fn(u32, u32) -> u32,
+    ) -> Result<Source<'_>, FrameError> {
         let fmt = format.to_ascii_lowercase();
         let is_png = fmt.contains("png") || data.starts_with(b"\x89PNG");
         let is_jpeg = fmt.contains("jpeg") || fmt.contains("jpg") || data.starts_with(&[0xFF, 0xD8]);
         let (w, h) = if is_png {
             self.decode_png(data)?
         } else if is_jpeg {
-            self.decode_jpeg(data)?
+            self.decode_jpeg(data, jpeg_denom)?
         } else {
             return Err(FrameError::UnsupportedFormat(format.to_string()));
         };
@@ -260,17 +286,20 @@ impl Decoder {
     }
 
     /// Decodes a complete JPEG into `self.decoded` as RGB8, as PIL does
-    /// (libjpeg-turbo, accurate integer DCT, smooth chroma upsampling).
-    fn decode_jpeg(&mut self, data: &[u8]) -> Result<(u32, u32), FrameError> {
+    /// (libjpeg-turbo, accurate integer DCT, smooth chroma upsampling), at
+    /// the scale `jpeg_denom` picks; returns the decoded size.
+    fn decode_jpeg(&mut self, data: &[u8], jpeg_denom: impl Fn(u32, u32) -> u32) -> Result<(u32, u32), FrameError> {
         let (max_w, max_h) = (self.max_width, self.max_height);
         let jpeg = self.jpeg.get_or_insert_with(Jpeg::new).as_mut().map_err(|e| FrameError::Decode(e.clone()))?;
         let (w, h) = jpeg.header(data)?;
         if w > max_w || h > max_h {
             return Err(FrameError::TooLarge { width: w, height: h, max_width: max_w, max_height: max_h });
         }
-        self.decoded.resize(w as usize * h as usize * 3, 0);
-        jpeg.decode(data, w, h, &mut self.decoded)?;
-        Ok((w, h))
+        let denom = jpeg_denom(w, h);
+        let (sw, sh) = (jpeg.scaled_width(denom), jpeg.scaled_height(denom));
+        self.decoded.resize(sw as usize * sh as usize * 3, 0);
+        jpeg.decode(data, denom, &mut self.decoded)?;
+        Ok((sw, sh))
     }
 
     /// Decodes an 8-bit PNG into `self.decoded` as RGB8; everything else is
