@@ -21,6 +21,11 @@ Run from anywhere; writes next to this file:
         faulty_hang     the hybrid plus many seconds of matrix products (a hang)
         faulty_corrupt  an .onnx file that is not a model
         faulty_missing  names an .onnx file that does not exist
+        faulty_injectable  the hybrid, healthy, unless the frame's top-left corner
+                        carries a marker colour: magenta (255, 0, 255) makes the
+                        action infinite (invalid output), yellow (255, 255, 0) adds
+                        SLOW_LOOP matrix products (a slow run), cyan (0, 255, 255)
+                        HANG_LOOP (a hang): faults injected frame by frame, for the soak
 
 With --heavy DIR it writes only the benchmarks' heavier stand-in, into DIR
 (344 MB, so never into models/): heavy_hybrid.onnx + heavy.json, the hybrid
@@ -225,9 +230,45 @@ def vit_b16(g: G, pixels: str, seed: int = 16) -> str:
     return g.op("ReduceMean", cls, axes=[1], keepdims=0)
 
 
+def corner_marker(g: G) -> tuple[str, str, str]:
+    """Whether the frame's top-left 8x8 (model pixels) is magenta, yellow or cyan: three 0/1 floats.
+    Saturated colours normalise to +1.9..2.1 (255) and -1.5..-1.8 (0), far beyond any scene pixel."""
+    block = g.op("Slice", "pixel_values", g.c([0, 0], np.int64), g.c([8, 8], np.int64), g.c([2, 3], np.int64))
+    mean = g.op("ReduceMean", block, axes=[2, 3], keepdims=0)  # [1, 3]
+    ch = [g.op("Gather", mean, g.c(i, np.int64), axis=1) for i in range(3)]
+    hi = [g.op("Cast", g.op("Greater", c, g.c([1.5])), to=TensorProto.FLOAT) for c in ch]
+    lo = [g.op("Cast", g.op("Less", c, g.c([-1.3])), to=TensorProto.FLOAT) for c in ch]
+    both = lambda a, b, c: g.op("Mul", g.op("Mul", a, b), c)  # noqa: E731
+    return both(hi[0], lo[1], hi[2]), both(hi[0], hi[1], lo[2]), both(lo[0], hi[1], hi[2])
+
+
+def injected_work(g: G, slow: str, hang: str) -> str:
+    """A Loop of [294,512]x[512,512] products, SLOW_LOOP times for a slow frame,
+    HANG_LOOP for a hanging one, none otherwise; returns a [1] zero that keeps it in the graph."""
+    trips = g.op("Cast", g.op("Add", g.op("Mul", slow, g.c([float(SLOW_LOOP)])),
+                              g.op("Mul", hang, g.c([float(HANG_LOOP)]))), to=TensorProto.INT64)
+    trips = g.op("Reshape", trips, g.c([], np.int64))
+    x0 = g.op("Reshape", "pixel_values", g.c([294, 512], np.int64))
+    w = g.op("ConstantOfShape", g.c([512, 512], np.int64), value=numpy_helper.from_array(np.array([0.002], np.float32)))
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("MatMul", ["x_in", w], ["x_out"])],
+        "injected_work",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [294, 512])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [294, 512])])
+    g.n += 1
+    out = f"loop{g.n}"
+    g.nodes.append(helper.make_node("Loop", [trips, g.c(True, np.bool_), x0], [out], body=body))
+    return g.op("Mul", g.c([0.0]), g.op("ReduceMean", out, axes=[0, 1], keepdims=0))
+
+
 def hybrid_model(path: str, fault: str | None = None, matmuls: int = 0, vit: bool = False) -> None:
     g = G()
     bright, light, go, lr, gate = common_features(g, "pixel_values", 224)
+    if fault == "injectable":
+        nan_frame, slow_frame, hang_frame = corner_marker(g)
+        bright = g.op("Add", bright, injected_work(g, slow_frame, hang_frame))
     if vit:
         # Adds exactly zero, but the encoder stays in the graph and runs every frame.
         bright = g.op("Add", bright, g.op("Mul", g.c([0.0]), vit_b16(g, "pixel_values")))
@@ -252,6 +293,9 @@ def hybrid_model(path: str, fault: str | None = None, matmuls: int = 0, vit: boo
     elif fault == "dark":
         lit = g.op("Cast", g.op("Greater", bright, g.c([-1.0])), to=TensorProto.FLOAT)
         action = g.op("Div", action, g.op("Unsqueeze", lit, g.c([1], np.int64)))  # x / 0 on dark frames
+    elif fault == "injectable":
+        healthy = g.op("Sub", g.c([1.0]), nan_frame)
+        action = g.op("Div", action, g.op("Unsqueeze", healthy, g.c([1], np.int64)))  # x / 0 on magenta frames
     g.name(action, "action")
     drive = g.op("Mul", g.c([0.5]), g.op("Tanh", bright))
     g.name(g.op("Add", g.op("Mul", g.c([0.5]), "h_in"), drive), "h_out")
@@ -371,6 +415,7 @@ def main() -> int:
         "faulty_dark": dict(fault="dark"),
         "faulty_slow": dict(matmuls=SLOW_MATMULS),
         "faulty_hang": dict(matmuls=HANG_MATMULS),
+        "faulty_injectable": dict(fault="injectable"),
     }
     for name, kw in faulty.items():
         hybrid_model(os.path.join(HERE, f"{name}.onnx"), **kw)
@@ -397,6 +442,9 @@ def main() -> int:
 # hang test's 0.5 s hard timeout).
 SLOW_MATMULS = 400
 HANG_MATMULS = 2000
+# The injectable stand-in's Loop: about 0.15-0.5 s (slow) and 3-10 s (a hang).
+SLOW_LOOP = 200
+HANG_LOOP = 4000
 CHUNK_MATMULS = 100
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh or prepared machine: set-up, colcon build, the Rust
-# unit tests of the workspace, then the end-to-end tests over real ROS 2 (pytest
-# with rclpy as the independent peer). Extra arguments go to pytest.
+# unit tests of the workspace, a bounded fuzzing run, then the end-to-end tests
+# over real ROS 2 (pytest with rclpy as the independent peer, the two-minute
+# fault-injection soak among them). Extra arguments go to pytest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -18,6 +19,9 @@ if [ -f "$COLCON_ENV" ]; then
   mapfile -t PREFIXES < <(grep -E '^(AMENT_PREFIX_PATH|CMAKE_PREFIX_PATH)=' "$COLCON_ENV")
 fi
 env "${PREFIXES[@]}" cargo test --release --workspace --target-dir build/mobile_vla
+
+echo "=== fuzzing: every parser of untrusted bytes, 20 s per target from its corpus"
+env "${PREFIXES[@]}" cargo run -q --release -p mobile_vla_fuzz --target-dir build/mobile_vla -- all --seconds 20
 
 echo "=== cargo fmt --check and cargo clippy (warnings are errors)"
 cargo fmt --all -- --check

@@ -100,10 +100,18 @@ impl TextEncoder {
     pub fn new(spec: TextInput, tokenizer_path: &std::path::Path) -> Result<Self, PolicyError> {
         let mut tokenizer = Tokenizer::from_file(tokenizer_path)
             .map_err(|e| PolicyError::Manifest(format!("tokenizer {}: {e}", tokenizer_path.display())))?;
-        // The manifest decides truncation and padding, not the file.
+        // The manifest decides truncation and padding, not the file: a plain
+        // layout is cut by the tokenizer (special tokens kept), the others by
+        // their own layout code.
         tokenizer.with_padding(None);
+        let truncation = (spec.layout == TextLayout::Plain).then_some(TruncationParams {
+            max_length: spec.max_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        });
         tokenizer
-            .with_truncation(None)
+            .with_truncation(truncation)
             .map_err(|e| PolicyError::Manifest(format!("tokenizer {}: {e}", tokenizer_path.display())))?;
         Ok(Self { spec, tokenizer })
     }
@@ -122,15 +130,7 @@ impl TextEncoder {
                 span(s, enc.get_ids().iter().map(|&i| i as i64))
             }
             TextLayout::Plain => {
-                let mut t = self.tokenizer.clone();
-                t.with_truncation(Some(TruncationParams {
-                    max_length: s.max_length,
-                    strategy: TruncationStrategy::LongestFirst,
-                    stride: 0,
-                    direction: TruncationDirection::Right,
-                }))
-                .map_err(|e| PolicyError::Tokenize(e.to_string()))?;
-                let enc = t.encode(text, true).map_err(|e| PolicyError::Tokenize(e.to_string()))?;
+                let enc = self.tokenize(text, true)?;
                 let ids: Vec<i64> = enc.get_ids().iter().map(|&i| i as i64).collect();
                 Laid { image: vec![false; ids.len()], ids, truncated: !enc.get_overflowing().is_empty() }
             }

@@ -79,25 +79,7 @@ pub fn read(path: &Path, topic: &str) -> Result<Vec<Stats>, Error> {
     let mut topics = std::collections::BTreeSet::new();
     for file in mcap_files(path)? {
         let bytes = std::fs::read(&file).map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
-        let stream = mcap::MessageStream::new(&bytes)
-            .map_err(|e| Error::Input(format!("{}: not an MCAP file: {e}", file.display())))?;
-        let mut checked = false;
-        for (i, msg) in stream.enumerate() {
-            let msg = msg.map_err(|e| {
-                Error::Input(format!("{}: unreadable after {i} messages (truncated?): {e}", file.display()))
-            })?;
-            topics.insert(msg.channel.topic.clone());
-            if msg.channel.topic != topic {
-                continue;
-            }
-            if !checked {
-                check_schema(&msg.channel)?;
-                checked = true;
-            }
-            let s = decode(&msg.data)
-                .map_err(|e| Error::Decode(format!("{}: message {i} on {topic}: {e}", file.display())))?;
-            out.push(s);
-        }
+        read_mcap(&bytes, topic, &file.display().to_string(), &mut out, &mut topics)?;
     }
     if out.is_empty() {
         return Err(Error::Input(format!(
@@ -107,6 +89,45 @@ pub fn read(path: &Path, topic: &str) -> Result<Vec<Stats>, Error> {
         )));
     }
     Ok(out)
+}
+
+/// The `InferenceStats` on `topic` in one MCAP file's bytes (`name` for errors).
+pub fn stats_in(bytes: &[u8], topic: &str, name: &str) -> Result<Vec<Stats>, Error> {
+    let mut out = Vec::new();
+    read_mcap(bytes, topic, name, &mut out, &mut Default::default())?;
+    Ok(out)
+}
+
+fn read_mcap(
+    bytes: &[u8],
+    topic: &str,
+    name: &str,
+    out: &mut Vec<Stats>,
+    topics: &mut std::collections::BTreeSet<String>,
+) -> Result<(), Error> {
+    let mut stream =
+        mcap::MessageStream::new(bytes).map_err(|e| Error::Input(format!("{name}: not an MCAP file: {e}")))?;
+    let mut checked = false;
+    for i in 0.. {
+        // mcap 0.26 panics on some malformed chunk records (an out-of-range
+        // slice, found by `mobile_vla_fuzz bag`): a broken bag is an input
+        // error, never a crash of the report.
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream.next()))
+            .map_err(|_| Error::Input(format!("{name}: malformed MCAP after {i} messages (the mcap reader failed)")))?;
+        let Some(msg) = next else { break };
+        let msg = msg.map_err(|e| Error::Input(format!("{name}: unreadable after {i} messages (truncated?): {e}")))?;
+        topics.insert(msg.channel.topic.clone());
+        if msg.channel.topic != topic {
+            continue;
+        }
+        if !checked {
+            check_schema(&msg.channel)?;
+            checked = true;
+        }
+        let s = decode(&msg.data).map_err(|e| Error::Decode(format!("{name}: message {i} on {topic}: {e}")))?;
+        out.push(s);
+    }
+    Ok(())
 }
 
 fn check_schema(channel: &mcap::Channel) -> Result<(), Error> {

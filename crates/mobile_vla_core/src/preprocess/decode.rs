@@ -134,6 +134,11 @@ pub(super) struct Decoder {
     pub jpeg: Option<Result<Jpeg, String>>,
 }
 
+/// Progressive scans a JPEG may have (libjpeg-turbo's own suggestion for untrusted input).
+const JPEG_SCAN_LIMIT: libc::c_int = 500;
+/// libjpeg's working memory cap, in MB (a 4096x4096 progressive frame needs about 200).
+const JPEG_MAX_MEMORY_MB: libc::c_int = 512;
+
 /// A libjpeg-turbo decompressor (TurboJPEG 3 API).
 pub(super) struct Jpeg {
     handle: turbojpeg_sys::tjhandle,
@@ -158,6 +163,14 @@ impl Jpeg {
             // A warning (a scan cut short, data after the scan) is an error:
             // libjpeg would otherwise pad the frame with grey and carry on.
             if tj::tj3Set(handle, tj::TJPARAM_TJPARAM_STOPONWARNING as libc::c_int, 1) != 0 {
+                return Err(jpeg.error());
+            }
+            // A progressive stream of thousands of tiny scans decodes for seconds
+            // (a CPU bomb in a few kilobytes); real encoders write about ten.
+            // And libjpeg's own buffers stay bounded whatever the header claims.
+            if tj::tj3Set(handle, tj::TJPARAM_TJPARAM_SCANLIMIT as libc::c_int, JPEG_SCAN_LIMIT) != 0
+                || tj::tj3Set(handle, tj::TJPARAM_TJPARAM_MAXMEMORY as libc::c_int, JPEG_MAX_MEMORY_MB) != 0
+            {
                 return Err(jpeg.error());
             }
             Ok(jpeg)

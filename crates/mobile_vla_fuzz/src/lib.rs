@@ -1,0 +1,3 @@
+//! Fuzz targets for the parsers of untrusted bytes (see `src/main.rs` for the driver).
+
+pub mod targets;

@@ -1,0 +1,201 @@
+//! `mobile_vla_fuzz`: fuzzes the node's parsers of untrusted bytes on stable Rust.
+//!
+//!     mobile_vla_fuzz [TARGET ...|all] [--seconds S] [--inputs N] [--seed X]
+//!
+//! Targets: `image` (sensor_msgs/Image fields and data), `compressed`
+//! (CompressedImage: JPEG and PNG, bombs and truncations), `instruction`
+//! (the tokenizers and prompt layouts), `bag` (the report tool's MCAP and CDR
+//! reader). Each starts from its corpus (`crates/mobile_vla_fuzz/corpus/<target>/`:
+//! real frames, instructions, a recorded bag) and runs havoc mutations of it
+//! until the time or input budget is spent. A panic or an input running past
+//! the hang limit (2 s) is saved under `build/fuzz/<target>/` and ends the run
+//! with exit code 1; `tests/regressions.rs` replays every corpus file, so a
+//! crash copied into the corpus stays a regression test.
+//!
+//! Not coverage-guided (that needs nightly's sanitizer flags here): the targets
+//! parse a structured header first, so mutations land on the fields that
+//! matter, and the seeds cover every format branch.
+
+mod mutate;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mobile_vla_fuzz::targets::{Bag, Compressed, Instruction, RawImage, Target};
+use mutate::{havoc, Rng};
+
+const HANG: Duration = Duration::from_secs(2);
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn corpus(name: &str) -> Vec<Vec<u8>> {
+    let dir = root().join("crates/mobile_vla_fuzz/corpus").join(name);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect())
+        .unwrap_or_default();
+    files.sort();
+    let mut seeds: Vec<Vec<u8>> = files.iter().filter_map(|f| std::fs::read(f).ok()).collect();
+    if seeds.is_empty() {
+        seeds.push(Vec::new());
+    }
+    seeds
+}
+
+struct Budget {
+    seconds: f64,
+    inputs: u64,
+    seed: u64,
+}
+
+fn save(target: &str, input: &[u8], what: &str) -> PathBuf {
+    let dir = root().join("build/fuzz").join(target);
+    let _ = std::fs::create_dir_all(&dir);
+    let hash = input.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
+    let path = dir.join(format!("{what}-{hash:016x}"));
+    let _ = std::fs::write(&path, input);
+    path
+}
+
+/// Fuzzes one target; returns false on a crash (a hang ends the process).
+fn fuzz(target: &mut dyn Target, budget: &Budget) -> bool {
+    let name = target.name();
+    let seeds = corpus(name);
+    let mut rng = Rng::new(budget.seed ^ name.bytes().fold(0, |h, b| h * 31 + b as u64));
+    // The hang watchdog: the input in flight and when it started.
+    let started = Arc::new(AtomicU64::new(0));
+    let epoch = Instant::now();
+    let current: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let (started, current, done) = (started.clone(), current.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                let t = started.load(Ordering::Relaxed);
+                if t != 0 && epoch.elapsed().as_nanos() as u64 - t > HANG.as_nanos() as u64 {
+                    let input = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let path = save(name, &input, "hang");
+                    eprintln!("{name}: HANG: one input ran past {HANG:?}; saved {}", path.display());
+                    std::process::exit(1);
+                }
+            }
+        })
+    };
+    let t0 = Instant::now();
+    let (mut n, mut slowest) = (0u64, Duration::ZERO);
+    let mut ok = true;
+    while n < budget.inputs && t0.elapsed().as_secs_f64() < budget.seconds {
+        // Every seed as it is first, then mutations of random seeds.
+        let input = if (n as usize) < seeds.len() {
+            seeds[n as usize].clone()
+        } else {
+            let a = &seeds[rng.below(seeds.len())];
+            let b = &seeds[rng.below(seeds.len())];
+            havoc(&mut rng, a, b, target.max_len())
+        };
+        *current.lock().unwrap_or_else(|e| e.into_inner()) = input.clone();
+        let t = Instant::now();
+        started.store(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let r = catch_unwind(AssertUnwindSafe(|| target.run(&input)));
+        started.store(0, Ordering::Relaxed);
+        slowest = slowest.max(t.elapsed());
+        n += 1;
+        if let Err(e) = r {
+            let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+            let path = save(name, &input, "crash");
+            let at = PANICKED_AT.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            eprintln!("{name}: CRASH after {n} inputs: {} at {at}; saved {}", msg.unwrap_or_default(), path.display());
+            ok = false;
+            break;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let _ = watchdog.join();
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{name:<12} {n:>10} inputs in {secs:>7.1} s ({:>8.0}/s), {} seeds, slowest input {:.1} ms{}",
+        n as f64 / secs.max(1e-9),
+        seeds.len(),
+        slowest.as_secs_f64() * 1e3,
+        if ok { "" } else { "  CRASH" }
+    );
+    ok
+}
+
+/// Where the last panic happened: the fuzzer's own hook keeps it quiet (the
+/// report tool catches the mcap crate's panics itself, thousands of them), and
+/// a crash prints it once.
+static PANICKED_AT: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| l.to_string()).unwrap_or_default();
+        *PANICKED_AT.lock().unwrap_or_else(|e| e.into_inner()) = at;
+    }));
+    let mut names = Vec::new();
+    let mut budget = Budget { seconds: f64::INFINITY, inputs: u64::MAX, seed: 1 };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |what: &str| args.next().ok_or_else(|| format!("{a} needs {what}"));
+        let parsed = match a.as_str() {
+            "--seconds" => value("seconds").and_then(|v| v.parse().map_err(|e| format!("--seconds: {e}"))).map(|v| {
+                budget.seconds = v;
+            }),
+            "--inputs" => value("a count").and_then(|v| v.parse().map_err(|e| format!("--inputs: {e}"))).map(|v| {
+                budget.inputs = v;
+            }),
+            "--seed" => value("a number").and_then(|v| v.parse().map_err(|e| format!("--seed: {e}"))).map(|v| {
+                budget.seed = v;
+            }),
+            "-h" | "--help" => Err(String::from(
+                "usage: mobile_vla_fuzz [image|compressed|instruction|bag|all ...] \
+                                                  [--seconds S] [--inputs N] [--seed X]",
+            )),
+            _ => {
+                names.push(a.clone());
+                Ok(())
+            }
+        };
+        if let Err(e) = parsed {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    }
+    if budget.seconds.is_infinite() && budget.inputs == u64::MAX {
+        budget.seconds = 10.0;
+    }
+    if names.is_empty() || names.iter().any(|n| n == "all") {
+        names = ["image", "compressed", "instruction", "bag"].map(String::from).to_vec();
+    }
+    let mut ok = true;
+    for name in &names {
+        let mut target: Box<dyn Target> = match name.as_str() {
+            "image" => Box::new(RawImage::new()),
+            "compressed" => Box::new(Compressed::new()),
+            "instruction" => match Instruction::bundled(&root().join("models")) {
+                Ok(t) => Box::new(t),
+                Err(e) => {
+                    eprintln!("instruction: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            "bag" => Box::new(Bag),
+            other => {
+                eprintln!("unknown target '{other}' (image, compressed, instruction, bag, all)");
+                return ExitCode::from(2);
+            }
+        };
+        ok &= fuzz(target.as_mut(), &budget);
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

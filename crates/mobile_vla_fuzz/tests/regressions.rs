@@ -1,0 +1,40 @@
+//! Every corpus file, through its target: the seeds, and every crash or hang
+//! the fuzzer found (saved there once fixed), stay regression tests.
+
+use std::path::Path;
+
+use mobile_vla_fuzz::targets::{Bag, Compressed, Instruction, RawImage, Target};
+
+fn replay(target: &mut dyn Target) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target.name());
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target.run(&data)));
+        assert!(r.is_ok(), "{} panicked on {}", target.name(), path.display());
+        n += 1;
+    }
+    assert!(n >= 5, "{}: only {n} corpus files in {}", target.name(), dir.display());
+}
+
+#[test]
+fn image_corpus() {
+    replay(&mut RawImage::new());
+}
+
+#[test]
+fn compressed_corpus() {
+    replay(&mut Compressed::new());
+}
+
+#[test]
+fn instruction_corpus() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    replay(&mut Instruction::bundled(&models).unwrap());
+}
+
+#[test]
+fn bag_corpus() {
+    replay(&mut Bag);
+}
