@@ -20,15 +20,20 @@ cycle, each followed by healthy frames:
   churn        the instruction changed every 80 ms for 2 s
   estop        the e-stop engaged for 1.5 s, then released
 
-It reports: commands attributable to a fault (must be 0: a non-finite or
-out-of-limit command; a command from a run whose output was invalid, that was
-cancelled, or whose frame was stale; motion while the e-stop was engaged,
-while only bad frames or none at all had arrived for longer than the command
-timeout, after the joystick's timeout, or against the current instruction),
+The node publishes stamped commands, and each is judged at its stamp: when
+the node sent it, not when this busy peer read it. It reports: commands
+attributable to a fault (must be 0: a non-finite or out-of-limit command; a
+command from a run whose output was invalid, that was cancelled, whose frame
+was stale or one the node must refuse; motion under the e-stop, after the
+first zero or later than GRACE after it engaged; motion while only bad frames
+or none at all had arrived for longer than the command timeout; the
+joystick's command after its timeout; a command against every instruction the
+node could have been following, the one sent GRACE earlier and any since),
 crashes (the node dying, a panic in its log, a non-zero exit), the node's RSS
 at the start and end and its slope, hybrid latency p50/p99 in the first and
-last tenth of the run, and for each episode how long after it ended the policy
-drove the robot again.
+last tenth of the run, the e-stop's reaction, the peer's own camera gaps, and
+for each episode how long after it ended the policy drove the robot again, and
+the hybrid itself.
 
     source env.sh && python3 scripts/soak.py --minutes 30 --report RELIABILITY.md
     python3 scripts/soak.py --minutes 2 --json build/soak.json       # CI's run
@@ -37,6 +42,7 @@ drove the robot again.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import os
@@ -55,8 +61,12 @@ import numpy as np
 import yaml
 from PIL import Image as PILImage
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import launch_xml  # noqa: E402  (scripts/launch_xml.py: the package lookup launch_ros does)
+
 ROOT = Path(__file__).resolve().parent.parent
 RATE_HZ = 30.0
+REFUSED = ("corrupt", "truncated", "oversized")
 MARKERS = {"nan_burst": (255, 0, 255), "slow": (255, 255, 0), "hang": (0, 255, 255)}
 EPISODES = ["corrupt", "truncated", "oversized", "nan_burst", "slow", "hang", "camera_gone", "teleop", "churn",
             "estop"]
@@ -67,11 +77,10 @@ GRACE = 0.25  # s: DDS both ways, one output tick and one frame, on a loaded 2-c
 
 
 def share_dir() -> Path:
-    for p in os.environ.get("AMENT_PREFIX_PATH", "").split(":"):
-        d = Path(p) / "share/mobile_vla"
-        if (Path(p) / "share/ament_index/resource_index/packages/mobile_vla").is_file():
-            return d
-    sys.exit("mobile_vla is not installed: run scripts/build.sh, then source env.sh")
+    try:
+        return Path(launch_xml.find_pkg_prefix("mobile_vla")) / "share/mobile_vla"
+    except launch_xml.LaunchError:
+        sys.exit("mobile_vla is not installed: run scripts/build.sh, then source env.sh")
 
 
 @dataclass
@@ -80,6 +89,7 @@ class Episode:
     start: float
     end: float = 0.0
     recovered_after: float | None = None
+    hybrid_after: float | None = None
 
 
 @dataclass
@@ -286,60 +296,81 @@ def analyse(log: Log, episodes: list[Episode], cfg: dict, t_end: float) -> dict:
     def moving(c) -> bool:
         return any(abs(v) > 1e-9 for v in c[1:])
 
-    cmds = log.cmds
+    cmds = sorted(log.cmds)
     for c in cmds:
         if not all(math.isfinite(v) for v in c[1:]):
             faults.append(f"non-finite command at {c[0]:.2f}")
         elif any(abs(v) > lim + 1e-6 for v, lim in zip(c[1:], limits)):
             faults.append(f"command over the limits at {c[0]:.2f}: {c[1:]}")
-    # The e-stop: nothing moves from GRACE after engaging until release.
-    for (t_on, on), (t_off, _) in zip(log.estop[0::2], log.estop[1::2]):
-        faults += [f"motion {c[0] - t_on:.2f} s into the e-stop" for c in cmds if t_on + GRACE < c[0] < t_off and moving(c)]
-    # How long each e-stop took to bring the commands to zero (publish to stamp).
+    stamps = [c[0] for c in cmds]  # the node stamps in order
+
+    def between(t0: float, t1: float):
+        return cmds[bisect.bisect_right(stamps, t0):bisect.bisect_left(stamps, t1)]
+
+    # The e-stop: zero within GRACE of engaging, and from the first zero on,
+    # nothing moves until the release.
     reaction = []
-    for t_on, _ in log.estop[0::2]:
-        zero = [c[0] for c in cmds if c[0] >= t_on and not moving(c)]
-        if zero:
-            reaction.append(zero[0] - t_on)
+    for (t_on, _), (t_off, _) in zip(log.estop[0::2], log.estop[1::2]):
+        window = between(t_on, t_off)
+        first_zero = next((i for i, c in enumerate(window) if not moving(c)), len(window))
+        if first_zero < len(window):
+            reaction.append(window[first_zero][0] - t_on)
+        faults += [f"motion {c[0] - t_on:.3f} s into the e-stop" for i, c in enumerate(window)
+                   if moving(c) and (i > first_zero or c[0] > t_on + GRACE)]
     # Only refused frames, or none: once the command timeout has passed, zero.
     for t0, t1 in log.bad_input:
-        faults += [f"motion {c[0] - t0:.2f} s into bad/no camera input" for c in cmds
-                   if t0 + cmd_timeout + GRACE < c[0] < t1 and moving(c)]
+        faults += [f"motion {c[0] - t0:.2f} s into bad/no camera input" for c in between(t0 + cmd_timeout + GRACE, t1)
+                   if moving(c)]
     # The joystick, gone mid-stream: its command must not outlive its timeout.
     for _, t_stop in log.teleop:
-        faults += [f"joystick command {c[0] - t_stop:.2f} s after its publisher vanished" for c in cmds
-                   if t_stop + teleop_timeout + GRACE < c[0] < t_stop + 5 and abs(c[1] - TELEOP_X) < 1e-3]
-    # The instruction: after GRACE, nothing against the current one. No task
-    # or "stop": no motion at all; "left"/"right": no strafe the other way;
-    # anything else: no strafe.
+        faults += [f"joystick command {c[0] - t_stop:.2f} s after its publisher vanished"
+                   for c in between(t_stop + teleop_timeout + GRACE, t_stop + 5) if abs(c[1] - TELEOP_X) < 1e-3]
+
+    # The instruction: nothing against the one in force. The node may not have
+    # heard of an instruction for up to GRACE, so a command is judged against
+    # the one sent GRACE before it and every one sent since, and is a fault only
+    # if it contradicts all of them. No task or "stop": no motion at all;
+    # "left"/"right": no strafe the other way; anything else: no strafe.
+    def contradicts(text: str, c) -> bool:
+        y = c[2]
+        if not text.strip() or "stop" in text:
+            return moving(c)
+        if "left" in text:
+            return y < -1e-9
+        if "right" in text:
+            return y > 1e-9
+        return abs(y) > 1e-9
+
     ins = log.instructions
-    for (t, text), nxt in zip(ins, ins[1:] + [(t_end, None)]):
-        for c in cmds:
-            if not t + GRACE < c[0] < nxt[0]:
-                continue
-            y = c[2]
-            if not text.strip() or "stop" in text:
-                bad = moving(c)
-            elif "left" in text:
-                bad = y < -1e-9
-            elif "right" in text:
-                bad = y > 1e-9
-            else:
-                bad = abs(y) > 1e-9
-            if bad:
-                faults.append(f"command {c[1:]} {c[0] - t:.2f} s after the instruction {text!r}")
-    # Runs: an invalid, cancelled or stale run never drives.
+    ins_t = [t for t, _ in ins]
+    for c in cmds:
+        i = bisect.bisect_right(ins_t, c[0] - GRACE)
+        j = bisect.bisect_right(ins_t, c[0])
+        candidates = ([ins[i - 1][1]] if i > 0 else [""]) + [text for _, text in ins[i:j]]
+        if all(contradicts(text, c) for text in candidates):
+            faults.append(f"command {c[1:]} against the instruction {candidates[-1]!r}")
+    # Runs: an invalid, cancelled or stale run never drives, nor does a frame the node must refuse.
     for t, frame_id, policy, outcome, command_seq, s2p in log.stats:
+        kind = frame_id.split(":")[-1]
         if command_seq and outcome != 0:
             faults.append(f"frame {frame_id}: a {policy} run with outcome {outcome} drove")
         if command_seq and s2p > max_age_ms:
             faults.append(f"frame {frame_id}: drove with a frame {s2p:.0f} ms old")
-        if command_seq and policy == "hybrid" and frame_id.split(":")[-1] in MARKERS:
+        if command_seq and policy == "hybrid" and kind in MARKERS:
             faults.append(f"frame {frame_id}: the faulty hybrid run drove")
-    # Recovery: from an episode's end to the policy driving left again.
+        if command_seq and kind in REFUSED:
+            faults.append(f"frame {frame_id}: a frame the node must refuse drove")
+    # Recovery: from an episode's end to the policy driving left again, and
+    # to the hybrid itself driving again (after a model fault, the watchdog's
+    # cool-down and probes come first; the fallback drives meanwhile).
+    hybrid_drove = [t for t, _, policy, outcome, command_seq, _ in log.stats
+                    if policy == "hybrid" and outcome == 0 and command_seq]
     for ep in episodes:
-        after = [c[0] for c in cmds if c[0] > ep.end and c[2] > LEFT_MIN_Y]
-        ep.recovered_after = after[0] - ep.end if after else None
+        k = bisect.bisect_right(stamps, ep.end)
+        after = next((c[0] for c in cmds[k:] if c[2] > LEFT_MIN_Y), None)
+        ep.recovered_after = after - ep.end if after is not None else None
+        h = bisect.bisect_right(hybrid_drove, ep.end)
+        ep.hybrid_after = hybrid_drove[h] - ep.end if h < len(hybrid_drove) else None
     return {"faults": faults, "estop_reaction_s": reaction}
 
 
@@ -422,8 +453,11 @@ def main() -> int:
     for k in EPISODES:
         rec = [e.recovered_after for e in episodes if e.kind == k]
         ok = [r for r in rec if r is not None]
+        hyb = [e.hybrid_after for e in episodes if e.kind == k and e.hybrid_after is not None]
         per_kind[k] = {"episodes": len(rec), "never_recovered": len(rec) - len(ok),
-                       "recovery_p50_s": percentile(ok, 50), "recovery_max_s": max(ok) if ok else float("nan")}
+                       "recovery_p50_s": percentile(ok, 50), "recovery_max_s": max(ok) if ok else float("nan"),
+                       "hybrid_back_p50_s": percentile(hyb, 50), "hybrid_back_max_s": max(hyb, default=float("nan")),
+                       "hybrid_never_back": len(rec) - len(hyb)}
     out = {
         "minutes": (t_end - t_start) / 60, "rate_hz": RATE_HZ, "frames_sent": s.seq, "commands": len(s.log.cmds),
         "runs": len(s.log.stats), "episodes": len(episodes),
@@ -456,7 +490,8 @@ def main() -> int:
 
 def write_report(path: Path, r: dict) -> None:
     rows = "\n".join(
-        f"| {k} | {v['episodes']} | {v['recovery_p50_s']:.2f} | {v['recovery_max_s']:.2f} | {v['never_recovered']} |"
+        f"| {k} | {v['episodes']} | {v['recovery_p50_s']:.2f} | {v['recovery_max_s']:.2f} | {v['never_recovered']} "
+        f"| {v['hybrid_back_p50_s']:.2f} | {v['hybrid_back_max_s']:.2f} |"
         for k, v in r["per_kind"].items())
     # The hand-written notes below the marker survive a rerun.
     notes = path.read_text().split(NOTES, 1)[1] if path.exists() and NOTES in path.read_text() else "\n"
@@ -493,18 +528,24 @@ other in shuffled cycles, each followed by healthy frames.
 | WARN lines in the node's log | {r['warnings']} (each fault is reported; none is expected to be silent) |
 
 How long after each episode ended the policy drove the robot again (its
-"move left" strafe back on `cmd_vel`), in seconds:
+"move left" strafe back on `cmd_vel`, from either policy), and the hybrid
+itself (a hybrid run that drove; after a model fault the watchdog's cool-down,
+doubled for each fault within `stable_after_s`, and its recovery probes come
+first), in seconds:
 
-| episode | count | recovery p50 | recovery max | never recovered |
-|---|---|---|---|---|
+| episode | count | driving again p50 | max | never | hybrid again p50 | max |
+|---|---|---|---|---|---|---|
 {rows}
 
-A command is attributable to a fault when it is non-finite or over the limits;
-comes from a run whose output was invalid, that was cancelled or whose frame
-was older than `camera.max_age_s`; or moves the robot while the e-stop is
-engaged, while only refused frames (or none) have arrived for longer than
-`policy.command_timeout_s`, after the joystick's timeout once its publisher
-vanished, or against the instruction in force (each with {GRACE:g} s for DDS and
+Every command is judged at the stamp the node gave it. It is attributable to a
+fault when it is non-finite or over the limits; comes from a run whose output
+was invalid, that was cancelled, whose frame was older than
+`camera.max_age_s` or that the node must refuse; moves the robot under the
+e-stop (after its first zero, or later than {GRACE:g} s after it engaged), while
+only refused frames (or none) have arrived for longer than
+`policy.command_timeout_s`, or after the joystick's timeout once its publisher
+vanished; or contradicts every instruction the node could have been following
+(the one sent {GRACE:g} s before the command and any sent since: {GRACE:g} s for DDS and
 one output tick). Recovery after the model faults includes the watchdog's
 cool-down and recovery probes (the fallback drives meanwhile, so the robot
 is driven again as soon as the fallback's first command is out).

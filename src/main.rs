@@ -35,22 +35,31 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    // A panic anywhere is an error in the log, not only a line on stderr.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |panic| {
-        error!("panic: {panic}");
-        default_hook(panic);
-    }));
-
     if let Err(e) = ros_params::check_params_files(std::env::args()) {
         error!("{e}");
         return ExitCode::from(2);
     }
-    let ctx = match r2r::Context::create() {
-        Ok(ctx) => ctx,
-        Err(e) => {
+    // r2r panics when rcl refuses the arguments (a malformed params file, say):
+    // that is one error line naming rcl's reason, not a panic report.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let ctx = std::panic::catch_unwind(r2r::Context::create);
+    // From here on, a panic anywhere is an error in the log, not only a line on stderr.
+    std::panic::set_hook(Box::new(move |panic| {
+        error!("panic: {panic}");
+        default_hook(panic);
+    }));
+    let ctx = match ctx {
+        Ok(Ok(ctx)) => ctx,
+        Ok(Err(e)) => {
             error!("could not initialise ROS 2 (rcl_init: {e}); check the --ros-args");
             return ExitCode::from(1);
+        }
+        Err(panic) => {
+            let why =
+                panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied());
+            error!("could not initialise ROS 2: {}; check the --ros-args", why.unwrap_or("rcl_init failed"));
+            return ExitCode::from(2);
         }
     };
     let ros_node = match r2r::Node::create(ctx, NODE_NAME, "") {

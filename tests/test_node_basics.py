@@ -148,6 +148,17 @@ def test_missing_params_file_stops_startup_with_one_line(run_node, tmp_path):
     assert len(errors) == 1 and "--params-file" in errors[0] and str(missing) in errors[0], node.output()
 
 
+def test_a_malformed_params_file_stops_startup_with_rcls_reason_not_a_panic(run_node, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mobile_vla:\n  limits: 3\n")  # no ros__parameters: rcl refuses it
+    node = run_node(ros_args=["--params-file", str(bad)])
+    assert node.wait_exit() == 2
+    out = node.output()
+    errors = [l for l in out.splitlines() if "ERROR" in l and "[rcl]" not in l]
+    assert len(errors) == 1 and "ros__parameters" in errors[0] and str(bad) in errors[0], out
+    assert "panic" not in out, out
+
+
 def launch_command(*args: str) -> tuple[list[str], dict[str, str]]:
     """The node's command line and the environment the launch file sets for it."""
     out = subprocess.run(

@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import LATCHED, NODE_EXE, wait_for
+from conftest import LATCHED, NODE_EXE, ROOT, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from mobile_vla_msgs.msg import InferenceStats, Status
 
@@ -84,3 +84,21 @@ def test_building_engines_without_tensorrt_says_so_and_fails(run_node):
     out = node.output()
     assert "TensorRT is not in this ONNX Runtime build" in out and "no engine can be built" in out, out
     assert "panic" not in out
+
+
+def test_a_normal_start_warns_of_nothing_but_the_stand_in_models(peer, run_node):
+    # The shipped parameters, driving: the only WARN lines are the ones saying
+    # the bundled models are stand-ins (a WARN means something is wrong).
+    node = run_node(None, ros_args=["--params-file", str(ROOT / "config" / "mobile_vla.yaml")])
+    d = Driver(peer)
+    assert wait_for(lambda: loaded(d.status), 20), node.output()
+    d.ready(node)
+    d.instruct(INSTRUCTION)
+    stats = d.send(raw_msg("rgb8", scene_frame(0)))
+    assert stats and stats.command_seq > 0, node.output()
+    assert node.stop() == 0
+    lines = node.output().splitlines()
+    warns = [line for line in lines if " WARN " in line]
+    assert warns and all("STAND-IN" in line for line in warns), warns
+    # The fallback loading first is not a switch to it: the primary's load attempt comes first.
+    assert not any("policy switch: none -> pure" in line for line in lines), lines

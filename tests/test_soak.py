@@ -29,4 +29,6 @@ def test_two_minutes_of_faults_move_the_robot_only_when_it_should(tmp_path, doma
     kinds = res["per_kind"]
     assert all(k["episodes"] >= 1 for k in kinds.values()), kinds
     assert all(k["never_recovered"] == 0 for k in kinds.values()), kinds
+    # The e-stop zeroes the output within DDS's time, not an output tick later.
+    assert res["estop_reaction_max_s"] < 0.1, res["estop_reaction_max_s"]
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

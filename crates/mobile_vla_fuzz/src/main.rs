@@ -21,8 +21,8 @@ mod mutate;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mobile_vla_fuzz::targets::{Bag, Compressed, Instruction, RawImage, Target};
@@ -62,24 +62,28 @@ fn save(target: &str, input: &[u8], what: &str) -> PathBuf {
     path
 }
 
+/// The input being run and when it started.
+type InFlight = Option<(Instant, Vec<u8>)>;
+
 /// Fuzzes one target; returns false on a crash (a hang ends the process).
 fn fuzz(target: &mut dyn Target, budget: &Budget) -> bool {
     let name = target.name();
     let seeds = corpus(name);
     let mut rng = Rng::new(budget.seed ^ name.bytes().fold(0, |h, b| h * 31 + b as u64));
-    // The hang watchdog: the input in flight and when it started.
-    let started = Arc::new(AtomicU64::new(0));
-    let epoch = Instant::now();
-    let current: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The hang watchdog: the input in flight and when it started, together, so
+    // it never blames the next input for the previous one's time.
+    let current: Arc<Mutex<InFlight>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
     let watchdog = {
-        let (started, current, done) = (started.clone(), current.clone(), done.clone());
+        let (current, done) = (current.clone(), done.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
-                let t = started.load(Ordering::Relaxed);
-                if t != 0 && epoch.elapsed().as_nanos() as u64 - t > HANG.as_nanos() as u64 {
-                    let input = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let hung = match &*current.lock().unwrap_or_else(|e| e.into_inner()) {
+                    Some((t, input)) if t.elapsed() > HANG => Some(input.clone()),
+                    _ => None,
+                };
+                if let Some(input) = hung {
                     let path = save(name, &input, "hang");
                     eprintln!("{name}: HANG: one input ran past {HANG:?}; saved {}", path.display());
                     std::process::exit(1);
@@ -99,11 +103,10 @@ fn fuzz(target: &mut dyn Target, budget: &Budget) -> bool {
             let b = &seeds[rng.below(seeds.len())];
             havoc(&mut rng, a, b, target.max_len())
         };
-        *current.lock().unwrap_or_else(|e| e.into_inner()) = input.clone();
         let t = Instant::now();
-        started.store(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        *current.lock().unwrap_or_else(|e| e.into_inner()) = Some((t, input.clone()));
         let r = catch_unwind(AssertUnwindSafe(|| target.run(&input)));
-        started.store(0, Ordering::Relaxed);
+        *current.lock().unwrap_or_else(|e| e.into_inner()) = None;
         slowest = slowest.max(t.elapsed());
         n += 1;
         if let Err(e) = r {
@@ -131,7 +134,7 @@ fn fuzz(target: &mut dyn Target, budget: &Budget) -> bool {
 /// Where the last panic happened: the fuzzer's own hook keeps it quiet (the
 /// report tool catches the mcap crate's panics itself, thousands of them), and
 /// a crash prints it once.
-static PANICKED_AT: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+static PANICKED_AT: Mutex<String> = Mutex::new(String::new());
 
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {

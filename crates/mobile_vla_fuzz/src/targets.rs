@@ -74,6 +74,13 @@ fn check_tensors(p: &Preprocessor, specs: &[ImageSpec]) {
     }
 }
 
+/// A ROS string field's bytes as the node gets them from r2r: up to the first
+/// NUL (rcl's strings are C strings), and empty unless that is valid UTF-8.
+fn ros_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    std::str::from_utf8(&bytes[..end]).unwrap_or("").to_owned()
+}
+
 /// The encodings the node knows, and a few it must refuse.
 pub const ENCODINGS: [&str; 10] =
     ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422", "yuv422_yuy2", "mono16", "bayer_rggb8", "16UC1"];
@@ -92,23 +99,6 @@ impl RawImage {
     pub fn new() -> Self {
         let specs = specs();
         RawImage { pre: Preprocessor::new(specs.clone(), MAX_SIDE, MAX_SIDE), specs }
-    }
-
-    /// The input bytes for a frame (how the corpus seeds are written).
-    pub fn encode(width: u16, height: u16, step: u32, encoding: &str, data: &[u8]) -> Vec<u8> {
-        let mut v = Vec::with_capacity(9 + data.len());
-        v.extend_from_slice(&width.to_le_bytes());
-        v.extend_from_slice(&height.to_le_bytes());
-        v.extend_from_slice(&step.to_le_bytes());
-        match ENCODINGS.iter().position(|e| *e == encoding) {
-            Some(i) => v.push(i as u8),
-            None => {
-                v.push((ENCODINGS.len() + encoding.len()) as u8);
-                v.extend_from_slice(encoding.as_bytes());
-            }
-        }
-        v.extend_from_slice(data);
-        v
     }
 }
 
@@ -139,7 +129,7 @@ impl Target for RawImage {
             (String::from(ENCODINGS[sel]), &data[9..])
         } else {
             let n = (sel - ENCODINGS.len()).min(data.len() - 9);
-            (String::from_utf8_lossy(&data[9..9 + n]).into_owned(), &data[9 + n..])
+            (ros_string(&data[9..9 + n]), &data[9 + n..])
         };
         let frame = RawFrame { width, height, encoding: &encoding, step, data: pixels };
         if self.pre.raw(&frame).is_ok() {
@@ -163,13 +153,6 @@ impl Compressed {
     pub fn new() -> Self {
         let specs = specs();
         Compressed { pre: Preprocessor::new(specs.clone(), MAX_SIDE, MAX_SIDE), specs }
-    }
-
-    pub fn encode(format: &str, reduced: bool, data: &[u8]) -> Vec<u8> {
-        let f = FORMATS.iter().position(|x| *x == format).unwrap_or(3) as u8;
-        let mut v = vec![(f << 1) | reduced as u8];
-        v.extend_from_slice(data);
-        v
     }
 }
 
@@ -234,8 +217,7 @@ impl Target for Instruction {
     }
 
     fn run(&mut self, data: &[u8]) {
-        // ROS strings are bytes; the node reads them as r2r does (lossy UTF-8).
-        let text = String::from_utf8_lossy(data);
+        let text = ros_string(data);
         for e in &self.encoders {
             // An instruction the encoder refuses is a clear error, not a panic.
             let Ok(tokens) = e.encode(&text) else { continue };

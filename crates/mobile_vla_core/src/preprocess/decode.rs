@@ -136,7 +136,7 @@ pub(super) struct Decoder {
 
 /// Progressive scans a JPEG may have (libjpeg-turbo's own suggestion for untrusted input).
 const JPEG_SCAN_LIMIT: libc::c_int = 500;
-/// libjpeg's working memory cap, in MB (a 4096x4096 progressive frame needs about 200).
+/// libjpeg's working memory cap, in MB (a 4096x4096 progressive frame at 4:4:4 needs about 100).
 const JPEG_MAX_MEMORY_MB: libc::c_int = 512;
 
 /// A libjpeg-turbo decompressor (TurboJPEG 3 API).
