@@ -179,8 +179,8 @@ fn main() -> ExitCode {
     let mut ok = true;
     for name in &names {
         let mut target: Box<dyn Target> = match name.as_str() {
-            "image" => Box::new(RawImage::new()),
-            "compressed" => Box::new(Compressed::new()),
+            "image" => Box::new(RawImage::default()),
+            "compressed" => Box::new(Compressed::default()),
             "instruction" => match Instruction::bundled(&root().join("models")) {
                 Ok(t) => Box::new(t),
                 Err(e) => {

@@ -58,17 +58,33 @@ fn specs() -> Vec<ImageSpec> {
     ]
 }
 
-fn check_tensors(p: &Preprocessor, specs: &[ImageSpec]) {
-    for (i, s) in specs.iter().enumerate() {
-        let n: usize = s.shape().iter().product();
-        match p.tensor(i) {
-            Tensor::F32(v) => {
-                assert_eq!(v.len(), n, "input {i}: tensor size");
-                assert!(v.iter().all(|x| x.is_finite()), "input {i}: a non-finite value from an accepted frame");
-            }
-            Tensor::F16(v) => {
-                assert_eq!(v.len(), n, "input {i}: tensor size");
-                assert!(v.iter().all(|x| x.is_finite()), "input {i}: a non-finite value from an accepted frame");
+/// The node's preprocessor on the fuzzing specs, and the property an
+/// accepted frame must have: finite tensors of each input's shape.
+struct Frames {
+    pre: Preprocessor,
+    specs: Vec<ImageSpec>,
+}
+
+impl Default for Frames {
+    fn default() -> Self {
+        let specs = specs();
+        Frames { pre: Preprocessor::new(specs.clone(), MAX_SIDE, MAX_SIDE), specs }
+    }
+}
+
+impl Frames {
+    fn check_tensors(&self) {
+        for (i, s) in self.specs.iter().enumerate() {
+            let n: usize = s.shape().iter().product();
+            match self.pre.tensor(i) {
+                Tensor::F32(v) => {
+                    assert_eq!(v.len(), n, "input {i}: tensor size");
+                    assert!(v.iter().all(|x| x.is_finite()), "input {i}: a non-finite value from an accepted frame");
+                }
+                Tensor::F16(v) => {
+                    assert_eq!(v.len(), n, "input {i}: tensor size");
+                    assert!(v.iter().all(|x| x.is_finite()), "input {i}: a non-finite value from an accepted frame");
+                }
             }
         }
     }
@@ -90,23 +106,8 @@ pub const ENCODINGS: [&str; 10] =
 /// Input: width u16, height u16, step u32 (little-endian), an encoding
 /// selector (below `ENCODINGS.len()`: that one; above: the next bytes as
 /// the encoding string), then the data.
-pub struct RawImage {
-    pre: Preprocessor,
-    specs: Vec<ImageSpec>,
-}
-
-impl RawImage {
-    pub fn new() -> Self {
-        let specs = specs();
-        RawImage { pre: Preprocessor::new(specs.clone(), MAX_SIDE, MAX_SIDE), specs }
-    }
-}
-
-impl Default for RawImage {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+#[derive(Default)]
+pub struct RawImage(Frames);
 
 impl Target for RawImage {
     fn name(&self) -> &'static str {
@@ -132,8 +133,8 @@ impl Target for RawImage {
             (ros_string(&data[9..9 + n]), &data[9 + n..])
         };
         let frame = RawFrame { width, height, encoding: &encoding, step, data: pixels };
-        if self.pre.raw(&frame).is_ok() {
-            check_tensors(&self.pre, &self.specs);
+        if self.0.pre.raw(&frame).is_ok() {
+            self.0.check_tensors();
         }
     }
 }
@@ -142,25 +143,10 @@ impl Target for RawImage {
 ///
 /// Input: a flags byte (bit 0: reduced JPEG scaling; bits 1-2: the format
 /// string), then the data.
-pub struct Compressed {
-    pre: Preprocessor,
-    specs: Vec<ImageSpec>,
-}
+#[derive(Default)]
+pub struct Compressed(Frames);
 
 pub const FORMATS: [&str; 4] = ["jpeg", "png", "rgb8; jpeg compressed bgr8", ""];
-
-impl Compressed {
-    pub fn new() -> Self {
-        let specs = specs();
-        Compressed { pre: Preprocessor::new(specs.clone(), MAX_SIDE, MAX_SIDE), specs }
-    }
-}
-
-impl Default for Compressed {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 impl Target for Compressed {
     fn name(&self) -> &'static str {
@@ -174,9 +160,9 @@ impl Target for Compressed {
     fn run(&mut self, data: &[u8]) {
         let Some((&flags, stream)) = data.split_first() else { return };
         let scaling = if flags & 1 == 1 { JpegScaling::Reduced } else { JpegScaling::Full };
-        self.pre.set_jpeg_scaling(scaling);
-        if self.pre.compressed(FORMATS[(flags as usize >> 1) & 3], stream).is_ok() {
-            check_tensors(&self.pre, &self.specs);
+        self.0.pre.set_jpeg_scaling(scaling);
+        if self.0.pre.compressed(FORMATS[(flags as usize >> 1) & 3], stream).is_ok() {
+            self.0.check_tensors();
         }
     }
 }

@@ -27,12 +27,12 @@ fn replay(target: &mut dyn Target) {
 
 #[test]
 fn image_corpus() {
-    replay(&mut RawImage::new());
+    replay(&mut RawImage::default());
 }
 
 #[test]
 fn compressed_corpus() {
-    replay(&mut Compressed::new());
+    replay(&mut Compressed::default());
 }
 
 #[test]
