@@ -188,9 +188,13 @@ class Harness:
         instruction = self.node.create_publisher(String, "/instruction", 10)
         task = self.node.create_publisher(String, "/mobile_vla/task", 10)
         self.tasks = {"rust": instruction, "echo": instruction, "python": task, "strong": task}
+        # The command listener first: rclpy's executor takes ready subscriptions in
+        # creation order, and a node's stats follow its command within microseconds;
+        # listed after them, the command's arrival would be stamped only once the
+        # harness had deserialised the stats.
+        self.node.create_subscription(Twist, "/cmd_vel", self.on_cmd, 1000)
         self.node.create_subscription(InferenceStats, "/mobile_vla/inference_stats", self.on_stats, 1000)
         self.node.create_subscription(String, "/mobile_vla/inference_result", self.on_json, 1000)
-        self.node.create_subscription(Twist, "/cmd_vel", self.on_cmd, 1000)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         threading.Thread(target=self.executor.spin, daemon=True).start()
@@ -569,12 +573,18 @@ def svg(cases: list[Case], path: Path) -> None:
 def targets(cases: list[Case], rs: list[dict], soaks: list[dict]) -> list[str]:
     """The issue's targets, each with the number it is judged on (reported, not asserted)."""
     out = []
-    vs = [(r["strong"]["latency"], r["model"], r["input"]) for r in rs if r["strong"]]
-    if vs:
+    # Per model: with the heavy stand-in the latency is ONNX Runtime's (the same
+    # session in every node), so its ratio says more about that than about the node.
+    for model in dict.fromkeys(r["model"] for r in rs):
+        vs = [(r["strong"]["latency"], r["input"], r["strong"]["overhead"]) for r in rs
+              if r["strong"] and r["model"] == model]
+        if not vs:
+            continue
         worst, best = max(vs), min(vs)
-        out.append(f"- Rust/strong-Python latency p50 at most 0.8 in every case: from **{best[0]:.3f}** ({best[1]}, "
-                   f"{best[2]}) to **{worst[0]:.3f}** ({worst[1]}, {worst[2]}); {sum(v[0] <= 0.8 for v in vs)} of "
-                   f"{len(vs)} cases met, {sum(v[0] < 1.0 for v in vs)} of {len(vs)} faster.")
+        out.append(f"- Rust/strong-Python latency p50 at most 0.8 in every case, {model} model: from "
+                   f"**{best[0]:.3f}** ({best[1]}) to **{worst[0]:.3f}** ({worst[1]}); {sum(v[0] <= 0.8 for v in vs)} "
+                   f"of {len(vs)} cases met, {sum(v[0] < 1.0 for v in vs)} of {len(vs)} faster; overhead p50 ratio "
+                   f"{min(v[2] for v in vs):.2f}-{max(v[2] for v in vs):.2f}.")
     vga = [r for r in rs if r["model"] == "small" and r["input"] == "640x480 rgb8" and r["over_echo"] is not None]
     if vga:
         v = vga[0]["over_echo"]

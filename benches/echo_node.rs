@@ -9,6 +9,7 @@
 //!
 //!     cargo build --release --example echo_node && build/mobile_vla/release/examples/echo_node
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::executor::LocalPool;
@@ -25,7 +26,19 @@ fn ms_since(stamp: &r2r::builtin_interfaces::msg::Time) -> f64 {
     (now - (stamp.sec as f64 + stamp.nanosec as f64 * 1e-9)) * 1e3
 }
 
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // SIGINT/SIGTERM end the loop, so the node and its context are dropped: a
+    // process killed by the signal leaves its Fast DDS shared-memory segment behind.
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
     let ctx = r2r::Context::create()?;
     let mut node = r2r::Node::create(ctx, "mobile_vla_echo", "")?;
     let raw = node.subscribe_native::<Image>("/camera/image_raw", QosProfile::sensor_data())?;
@@ -57,8 +70,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
         }
     })?;
-    loop {
+    while !STOP.load(Ordering::Relaxed) {
         node.spin_once(Duration::from_millis(100));
         pool.run_until_stalled();
     }
+    Ok(())
 }

@@ -255,14 +255,15 @@ impl Resampler {
                 let (first, k) = self.xs.taps(ox);
                 let first = first - col0;
                 let px = &line[first * N..(first + k.len()) * N];
-                let half = 1i32 << (PRECISION_BITS - 1);
-                let (mut s0, mut s1, mut s2) = (half, half, half);
+                // Every byte of the pixel summed (a fixed-size array the
+                // compiler keeps in one vector register), the channels picked after.
+                let mut acc = [1i32 << (PRECISION_BITS - 1); N];
                 for (p, &w) in px.chunks_exact(N).zip(k) {
-                    s0 += p[src.rgb[0]] as i32 * w;
-                    s1 += p[src.rgb[1]] as i32 * w;
-                    s2 += p[src.rgb[2]] as i32 * w;
+                    for (a, &b) in acc.iter_mut().zip(p) {
+                        *a += b as i32 * w;
+                    }
                 }
-                d.copy_from_slice(&[clip8(s0), clip8(s1), clip8(s2)]);
+                d.copy_from_slice(&src.rgb.map(|c| clip8(acc[c])));
             }
         }
     }
