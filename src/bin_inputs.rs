@@ -7,31 +7,33 @@
 //!     mobile_vla_inputs MANIFEST.json FRAME.raw --raw WIDTHxHEIGHT ENCODING --instruction TEXT --out DIR
 //!
 //! `--jpeg-scaling reduced` decodes a JPEG as `camera.jpeg_scaling: reduced` does.
+//! `--resampling simd` resizes as `camera.resampling: simd` does.
 //!
 //! Exit 0 on success, 2 on bad arguments, 1 when the manifest or frame is refused.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mobile_vla_core::preprocess::{JpegScaling, RawFrame};
+use mobile_vla_core::preprocess::{JpegScaling, RawFrame, Resampling};
 use mobile_vla_policy::inspect::{write_inputs, Frame};
 
 const USAGE: &str =
     "usage: mobile_vla_inputs MANIFEST FRAME [--raw WIDTHxHEIGHT ENCODING] [--jpeg-scaling full|reduced] \
-     [--instruction TEXT] --out DIR";
+     [--resampling exact|simd] [--instruction TEXT] --out DIR";
 
 struct Args {
     manifest: PathBuf,
     frame: PathBuf,
     raw: Option<(u32, u32, String)>,
     jpeg_scaling: JpegScaling,
+    resampling: Resampling,
     instruction: String,
     out: PathBuf,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut pos, mut raw, mut instruction, mut out) = (Vec::new(), None, String::new(), None);
-    let mut jpeg_scaling = JpegScaling::Full;
+    let (mut jpeg_scaling, mut resampling) = (JpegScaling::Full, Resampling::Exact);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--raw" => {
@@ -47,6 +49,13 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                     other => return Err(format!("--jpeg-scaling {}: expected full or reduced", other.unwrap_or(""))),
                 }
             }
+            "--resampling" => {
+                resampling = match it.next().as_deref() {
+                    Some("exact") => Resampling::Exact,
+                    Some("simd") => Resampling::Simd,
+                    other => return Err(format!("--resampling {}: expected exact or simd", other.unwrap_or(""))),
+                }
+            }
             "--instruction" => instruction = it.next().ok_or(USAGE)?,
             "--out" => out = Some(PathBuf::from(it.next().ok_or(USAGE)?)),
             "-h" | "--help" => return Err(USAGE.into()),
@@ -55,7 +64,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         }
     }
     let [manifest, frame]: [PathBuf; 2] = pos.try_into().map_err(|_| USAGE.to_string())?;
-    Ok(Args { manifest, frame, raw, jpeg_scaling, instruction, out: out.ok_or(USAGE)? })
+    Ok(Args { manifest, frame, raw, jpeg_scaling, resampling, instruction, out: out.ok_or(USAGE)? })
 }
 
 fn main() -> ExitCode {
@@ -83,7 +92,7 @@ fn main() -> ExitCode {
             Frame::Compressed { format, data: &data }
         }
     };
-    match write_inputs(&args.manifest, &frame, args.jpeg_scaling, &args.instruction, &args.out) {
+    match write_inputs(&args.manifest, &frame, args.jpeg_scaling, args.resampling, &args.instruction, &args.out) {
         Ok(names) => {
             println!("{}", names.join("\n"));
             ExitCode::SUCCESS

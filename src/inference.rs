@@ -18,7 +18,7 @@ use mobile_vla_core::command_mux::Velocity;
 use mobile_vla_core::config::ModelConfig;
 use mobile_vla_core::control::{Freshness, Generation, RunOutcome, Skip};
 use mobile_vla_core::inbox::Inbox;
-use mobile_vla_core::preprocess::{JpegScaling, RawFrame};
+use mobile_vla_core::preprocess::{JpegScaling, RawFrame, Resampling};
 use mobile_vla_core::run_tracker::RunTracker;
 use mobile_vla_core::watchdog::Role;
 use mobile_vla_policy::policy::{Providers, Timings};
@@ -160,6 +160,7 @@ pub struct WorkerConfig {
     pub onnxruntime_library: Option<PathBuf>,
     pub max_frame: (u32, u32),
     pub jpeg_scaling: JpegScaling,
+    pub resampling: Resampling,
     /// Shared with the shell, which changes it when `camera.max_age_s` is set at runtime.
     pub freshness: Arc<Mutex<Freshness>>,
     pub clock: NodeClock,
@@ -207,6 +208,7 @@ fn load(cfg: &WorkerConfig, watch: &RunWatch) -> Result<(Policy, RuntimeInfo), P
     }
     let mut policy = Policy::load(&runtime, &cfg.manifest, &cfg.model, cfg.max_frame)?;
     policy.set_jpeg_scaling(cfg.jpeg_scaling);
+    policy.set_resampling(cfg.resampling);
     warm_up(&mut policy)?;
     crate::heap::release_freed();
     Ok((policy, runtime.info))

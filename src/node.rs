@@ -647,6 +647,7 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files, check: Check
         onnxruntime_library: library.clone(),
         max_frame: (config.camera.max_width, config.camera.max_height),
         jpeg_scaling: config.camera.jpeg_scaling,
+        resampling: config.camera.resampling,
         freshness: freshness.clone(),
         clock: clock.clone(),
     };

@@ -227,6 +227,12 @@ def run_node(domain_id, tmp_path):
     yield start
     for p in procs:
         if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait()
+            # SIGINT first: a process killed outright leaves its Fast DDS
+            # shared-memory segments (64 MB each) behind in /dev/shm.
+            p.proc.send_signal(signal.SIGINT)
+            try:
+                p.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.proc.kill()
+                p.proc.wait()
         p._log.close()

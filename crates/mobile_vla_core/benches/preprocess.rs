@@ -5,12 +5,15 @@
 //! 640x480 and 1920x1080 frames, rgb8 and JPEG, into a 224x224 NCHW input:
 //! the stand-ins' half-pixel bilinear (f32, and f16 for the pure model's
 //! contract), and PIL's antialiased bicubic as the Hugging Face processors
-//! use it (Kosmos-2's stretch, CLIP's shortest edge + centre crop).
+//! use it (Kosmos-2's stretch, CLIP's shortest edge + centre crop), exact
+//! and with `camera.resampling: simd`.
 
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
-use mobile_vla_core::preprocess::{ChannelOrder, DType, Filter, ImageSpec, Layout, Preprocessor, RawFrame, ResizeMode};
+use mobile_vla_core::preprocess::{
+    ChannelOrder, DType, Filter, ImageSpec, Layout, Preprocessor, RawFrame, Resampling, ResizeMode,
+};
 
 fn spec(dtype: DType, filter: Filter, antialias: bool, resize: ResizeMode) -> ImageSpec {
     ImageSpec {
@@ -78,14 +81,18 @@ fn main() {
         let mut jpeg = Cursor::new(Vec::new());
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).encode_image(&img).unwrap();
         let jpeg = jpeg.into_inner();
+        let (exact, simd) = (Resampling::Exact, Resampling::Simd);
         let cases = [
-            ("bilinear", spec(DType::F32, Filter::Bilinear, false, ResizeMode::Stretch)),
-            ("bilinear f16", spec(DType::F16, Filter::Bilinear, false, ResizeMode::Stretch)),
-            ("PIL bicubic", spec(DType::F32, Filter::Bicubic, true, ResizeMode::Stretch)),
-            ("PIL bicubic CLIP crop", spec(DType::F32, Filter::Bicubic, true, ResizeMode::ShortestEdge)),
+            ("bilinear", spec(DType::F32, Filter::Bilinear, false, ResizeMode::Stretch), exact),
+            ("bilinear f16", spec(DType::F16, Filter::Bilinear, false, ResizeMode::Stretch), exact),
+            ("PIL bicubic", spec(DType::F32, Filter::Bicubic, true, ResizeMode::Stretch), exact),
+            ("PIL bicubic, simd", spec(DType::F32, Filter::Bicubic, true, ResizeMode::Stretch), simd),
+            ("PIL bicubic CLIP crop", spec(DType::F32, Filter::Bicubic, true, ResizeMode::ShortestEdge), exact),
+            ("PIL bicubic CLIP crop, simd", spec(DType::F32, Filter::Bicubic, true, ResizeMode::ShortestEdge), simd),
         ];
-        for (name, spec) in cases {
+        for (name, spec, resampling) in cases {
             let mut p = Preprocessor::new(vec![spec], 4096, 4096);
+            p.set_resampling(resampling);
             let f = RawFrame { width: w, height: h, encoding: "rgb8", step: w * 3, data: &raw };
             report(&format!("{w}x{h} rgb8 -> {name}"), || {
                 p.raw(&f).unwrap();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::preprocess::JpegScaling;
+use crate::preprocess::{JpegScaling, Resampling};
 
 /// How camera frames arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -40,6 +40,8 @@ pub struct CameraConfig {
     pub max_height: u32,
     /// `full` (every pixel, exact with the processors) or `reduced` (DCT scaling, as `PIL.Image.draft`).
     pub jpeg_scaling: JpegScaling,
+    /// `exact` (Pillow's arithmetic, bit-exact with the processors) or `simd` (within two grey levels).
+    pub resampling: Resampling,
 }
 
 impl Default for CameraConfig {
@@ -52,6 +54,7 @@ impl Default for CameraConfig {
             max_width: 4096,
             max_height: 4096,
             jpeg_scaling: JpegScaling::Full,
+            resampling: Resampling::Exact,
         }
     }
 }

@@ -75,6 +75,7 @@ fn description(name: &str) -> &'static str {
         ("camera", _, "max_future_s") => "frames stamped further ahead of the node's clock are refused (s)",
         ("camera", _, "max_width" | "max_height") => "larger frames are refused before decoding (pixels)",
         ("camera", _, "jpeg_scaling") => "full (every pixel, exact with the processors) or reduced (DCT-scaled decode)",
+        ("camera", _, "resampling") => "exact (Pillow's arithmetic) or simd (8-bit SIMD, within two grey levels)",
         ("instruction", _, "topic") => "natural-language task topic",
         ("instruction", _, "max_bytes") => "longer instructions are refused",
         ("output", _, "topic") => "velocity command output",

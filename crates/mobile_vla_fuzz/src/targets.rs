@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use mobile_vla_core::preprocess::{
-    ChannelOrder, DType, Filter, ImageSpec, JpegScaling, Layout, Preprocessor, RawFrame, ResizeMode, Tensor,
+    ChannelOrder, DType, Filter, ImageSpec, JpegScaling, Layout, Preprocessor, RawFrame, Resampling, ResizeMode, Tensor,
 };
 use mobile_vla_policy::manifest::{Manifest, Padding};
 use mobile_vla_policy::text::TextEncoder;
@@ -133,8 +133,11 @@ impl Target for RawImage {
             (ros_string(&data[9..9 + n]), &data[9 + n..])
         };
         let frame = RawFrame { width, height, encoding: &encoding, step, data: pixels };
-        if self.0.pre.raw(&frame).is_ok() {
-            self.0.check_tensors();
+        for resampling in [Resampling::Exact, Resampling::Simd] {
+            self.0.pre.set_resampling(resampling);
+            if self.0.pre.raw(&frame).is_ok() {
+                self.0.check_tensors();
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::Path;
 
 use half::f16;
-use mobile_vla_core::preprocess::{JpegScaling, Preprocessor, RawFrame, Tensor};
+use mobile_vla_core::preprocess::{JpegScaling, Preprocessor, RawFrame, Resampling, Tensor};
 
 use crate::manifest::{Manifest, Source};
 use crate::text::{Ints, TextEncoder};
@@ -31,6 +31,7 @@ pub fn write_inputs(
     manifest: &Path,
     frame: &Frame<'_>,
     jpeg_scaling: JpegScaling,
+    resampling: Resampling,
     instruction: &str,
     out: &Path,
 ) -> Result<Vec<String>, PolicyError> {
@@ -40,6 +41,7 @@ pub fn write_inputs(
     std::fs::create_dir_all(out).map_err(io)?;
     let mut pre = Preprocessor::new(m.images.iter().map(|i| i.spec.clone()).collect(), 8192, 8192);
     pre.set_jpeg_scaling(jpeg_scaling);
+    pre.set_resampling(resampling);
     match frame {
         Frame::Raw(f) => pre.raw(f),
         Frame::Compressed { format, data } => pre.compressed(format, data),

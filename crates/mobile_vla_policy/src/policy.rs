@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use half::f16;
 use mobile_vla_core::config::{expand_home, ModelConfig, Provider};
-use mobile_vla_core::preprocess::{DType, FrameError, JpegScaling, Preprocessor, RawFrame, Tensor};
+use mobile_vla_core::preprocess::{DType, FrameError, JpegScaling, Preprocessor, RawFrame, Resampling, Tensor};
 use ort::ep::{self, ExecutionProvider};
 use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
@@ -483,6 +483,10 @@ impl Policy {
     /// How JPEG frames are decoded from now on.
     pub fn set_jpeg_scaling(&mut self, scaling: JpegScaling) {
         self.pre.set_jpeg_scaling(scaling);
+    }
+
+    pub fn set_resampling(&mut self, resampling: Resampling) {
+        self.pre.set_resampling(resampling);
     }
 
     pub fn preprocess_compressed(&mut self, format: &str, data: &[u8]) -> Result<(), FrameError> {

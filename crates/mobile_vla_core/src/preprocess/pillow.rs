@@ -180,7 +180,7 @@ pub struct Resampler {
 /// vertically by more than twice as many pixels as horizontally (measured
 /// against PIL; the intermediate 8-bit image, and so the output, depends on
 /// the order).
-fn vertical_first(x: Axis, y: Axis) -> bool {
+pub(super) fn vertical_first(x: Axis, y: Axis) -> bool {
     y.len > y.full && (y.len - y.full) as i64 > 2 * (x.len as i64 - x.full as i64)
 }
 
