@@ -27,8 +27,8 @@ pub(super) struct SimdResampler {
 
 impl SimdResampler {
     /// Resizes `src` over the axes into `out` (packed RGB, `x.keep * y.keep * 3`
-    /// bytes, as `pillow::Resampler::resize`). False, with `out` untouched,
-    /// for a case it declines.
+    /// bytes, as `pillow::Resampler::resize`). False for a case it declines;
+    /// the caller then resizes exactly, over whatever is in `out`.
     pub fn resize<const N: usize>(
         &mut self,
         src: Packed<'_, N>,
@@ -37,13 +37,13 @@ impl SimdResampler {
         filter: Filter,
         out: &mut [u8],
     ) -> bool {
-        let (kernel, pixel) = match (filter, N) {
-            (Filter::Nearest, _) => return false,
-            (Filter::Bilinear, _) => (fr::FilterType::Bilinear, N),
+        let kernel = match filter {
+            Filter::Nearest => return false,
+            Filter::Bilinear => fr::FilterType::Bilinear,
             // Pillow's BICUBIC is the Keys kernel with a = -0.5: Catmull-Rom.
-            (Filter::Bicubic, _) => (fr::FilterType::CatmullRom, N),
+            Filter::Bicubic => fr::FilterType::CatmullRom,
         };
-        let pixel_type = match pixel {
+        let pixel_type = match N {
             3 => fr::PixelType::U8x3,
             4 => fr::PixelType::U8x4,
             _ => return false,
