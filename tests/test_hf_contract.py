@@ -300,10 +300,14 @@ def start_fixture(run_node, kind: str, transport: str, resampling: str = "exact"
     })
 
 
-@pytest.mark.parametrize("transport", ["raw", "compressed"])
+# simd on raw frames only: on JPEG frames the pure fixture's commands move up to 3e-4 off
+# PyTorch's with it (measured), above that fixture's 1e-4 tolerance for the exact path.
+@pytest.mark.parametrize("transport,resampling", [("raw", "exact"), ("compressed", "exact"), ("raw", "simd")])
 @pytest.mark.parametrize("kind", ["hybrid", "pure"])
-def test_node_commands_equal_pytorch_fed_by_the_processors(peer, run_node, kind, transport):
-    node = start_fixture(run_node, kind, transport)
+def test_node_commands_equal_pytorch_fed_by_the_processors(peer, run_node, kind, transport, resampling):
+    """With camera.resampling: simd on raw frames too: a level on under 1% of the pixels keeps
+    the commands within the same tolerance (measured: 3e-5 hybrid, 1.5e-7 pure)."""
+    node = start_fixture(run_node, kind, transport, resampling)
     d = Driver(peer, compressed=transport == "compressed")
     d.ready(node)
     ref = reference(kind)
@@ -322,28 +326,6 @@ def test_node_commands_equal_pytorch_fed_by_the_processors(peer, run_node, kind,
             assert stats.outcome == stats.OUTCOME_OK and stats.command_seq > 0, node.output()
             assert np.abs(got - np.asarray(want)).max() <= TOLERANCE[kind], (frame, got, want)
             assert stats.policy == "hybrid"  # the primary slot runs the fixture under test
-
-
-@pytest.mark.parametrize("kind", ["hybrid", "pure"])
-def test_simd_resampling_drives_within_its_pixel_error_of_pytorch(peer, run_node, kind):
-    """camera.resampling: simd keeps the node's commands within the exact path's tolerance
-    of PyTorch fed by the processors (measured: 3e-5 hybrid, 1.5e-7 pure): a level on under
-    1% of the pixels moves them far less than a one-step preprocessing error does."""
-    node = start_fixture(run_node, kind, "raw", resampling="simd")
-    d = Driver(peer)
-    d.ready(node)
-    ref = reference(kind)
-    worst = 0.0
-    for run in ref["runs"]:
-        d.instruct(run["instruction"])
-        for frame, want in zip(ref["frames"], run["actions"]):
-            msg = raw_msg("rgb8", np.asarray(Image.open(HF / kind / frame).convert("RGB")))
-            msg.header.frame_id = "camera"
-            stats = d.send(msg, timeout=10)
-            assert stats and stats.outcome == stats.OUTCOME_OK, node.output()
-            got = np.array([stats.action.linear.x, stats.action.linear.y, stats.action.angular.z])
-            worst = max(worst, float(np.abs(got - np.asarray(want)).max()))
-    assert worst <= TOLERANCE[kind], worst
 
 
 def test_the_fixture_reports_every_node_on_the_cpu_as_python_onnxruntime_assigns_them(peer, run_node):
