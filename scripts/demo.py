@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import rclpy
+from rclpy.signals import SignalHandlerOptions
 from geometry_msgs.msg import Twist
 from mobile_vla_msgs.msg import InferenceStats, Status
 from PIL import Image as PILImage
@@ -63,7 +64,9 @@ def main() -> int:
     ns = "/" + a.namespace.strip("/") if a.namespace.strip("/") else ""
 
     frames = load_frames(a.samples)
-    rclpy.init()
+    # Ctrl-C as a plain KeyboardInterrupt (caught below, then the summary): rclpy's own
+    # handler would shut the context down under spin_once and end in a traceback.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("mobile_vla_demo")
     cam = node.create_publisher(Image, f"{ns}/camera/image_raw", qos_profile_sensor_data)
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
