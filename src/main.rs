@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use mobile_vla_core::config::Config;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 const NODE_NAME: &str = "mobile_vla";
 
@@ -69,6 +69,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let fqn = ros_node.fully_qualified_name().unwrap_or_else(|_| NODE_NAME.into());
+    let name = ros_node.name().unwrap_or_else(|_| NODE_NAME.into());
+    for unmatched in ros_params::unmatched_params_files(std::env::args(), &name, &fqn) {
+        warn!("{unmatched}");
+    }
     let config = match Config::from_params(&ros_params::flat_params(&ros_node)) {
         Ok(c) => c,
         Err(e) => {
@@ -91,8 +96,7 @@ fn main() -> ExitCode {
     if std::env::args().any(|a| a == "--build-engines") {
         return build_engines(&config, &files);
     }
-    let name = ros_node.fully_qualified_name().unwrap_or_else(|_| NODE_NAME.into());
-    info!(node = %name, share = %share.display(), "starting with {config:?}");
+    info!(node = %fqn, share = %share.display(), "starting with {config:?}");
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,

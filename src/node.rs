@@ -757,7 +757,9 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files, check: Check
             }
             Some(req) = param_services.requests.next() => {
                 let rate = shell.params.config().output.rate_hz;
-                let changes = param_services.handle(req, &mut shell.params, shell.clock.stamp());
+                let ctl = &shell.ctl;
+                let veto = |c: &Config| ctl.refuses(&control_config(c), Instant::now());
+                let changes = param_services.handle(req, &mut shell.params, veto, shell.clock.stamp());
                 if !changes.is_empty() {
                     shell.apply_params(&changes);
                     let new_rate = shell.params.config().output.rate_hz;

@@ -9,6 +9,7 @@
 //! applies what it accepted.
 
 use futures::stream::{BoxStream, StreamExt};
+use mobile_vla_core::config::Config;
 use mobile_vla_core::params::{Change, ParamTable, Range};
 use r2r::rcl_interfaces::{msg as rcl, srv};
 use r2r::{QosProfile, ServiceRequest};
@@ -84,10 +85,12 @@ impl ParamServices {
     }
 
     /// Answers one request; returns what a set changed (for the shell to apply).
+    /// `veto` gives the running node's reason against a new configuration.
     pub fn handle(
         &self,
         req: Request,
         table: &mut ParamTable,
+        veto: impl Fn(&Config) -> Option<String>,
         stamp: r2r::builtin_interfaces::msg::Time,
     ) -> Vec<Change> {
         let mut applied = Vec::new();
@@ -114,7 +117,7 @@ impl ParamServices {
                     .message
                     .parameters
                     .iter()
-                    .map(|p| match table.set(&[(p.name.clone(), from_msg(&p.value))]) {
+                    .map(|p| match table.set_unless(&[(p.name.clone(), from_msg(&p.value))], &veto) {
                         Ok(changes) => {
                             applied.extend(changes);
                             rcl::SetParametersResult { successful: true, reason: String::new() }
@@ -127,7 +130,7 @@ impl ParamServices {
             Request::SetAtomically(r) => {
                 let changes: Vec<(String, Value)> =
                     r.message.parameters.iter().map(|p| (p.name.clone(), from_msg(&p.value))).collect();
-                let result = match table.set(&changes) {
+                let result = match table.set_unless(&changes, &veto) {
                     Ok(changes) => {
                         applied.extend(changes);
                         rcl::SetParametersResult { successful: true, reason: String::new() }

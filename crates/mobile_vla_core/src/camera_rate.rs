@@ -11,6 +11,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::clock_jump::FORWARD_S;
+
 /// How far back the rate and the losses are counted.
 pub const WINDOW: Duration = Duration::from_secs(5);
 /// A loss is said again only after this long without one.
@@ -64,15 +66,19 @@ impl CameraMonitor {
         self.frame_bytes = bytes;
         self.trim(arrived);
         let stamp = stamp_s?;
+        // A stamp that goes back (a restarted camera, a bag looping) or runs
+        // ahead of the time that passed (a clock stepped forward) is a new
+        // timeline, not lost frames: it starts the window again.
+        if self.frames.back().is_some_and(|&(at, prev, _)| {
+            stamp < prev || stamp - prev > arrived.saturating_duration_since(at).as_secs_f64() + FORWARD_S
+        }) {
+            self.frames.clear();
+        }
         let period = self.period();
         let lost = match (self.frames.back(), period) {
             (Some(&(_, prev, _)), Some(p)) if stamp - prev > 1.5 * p => ((stamp - prev) / p).round() as usize - 1,
             _ => 0,
         };
-        // A stamp that goes back (a restarted camera, a bag looping) starts the window again.
-        if self.frames.back().is_some_and(|&(_, prev, _)| stamp < prev) {
-            self.frames.clear();
-        }
         self.frames.push_back((arrived, stamp, lost));
         if lost == 0 {
             return None;
@@ -200,6 +206,18 @@ mod tests {
         let again: Vec<String> =
             (0..20).filter_map(|k| m.frame(t0 + (700 + k * 33) * MS, Some(k as f64 * 0.033), 1000)).collect();
         assert!(again.is_empty(), "{again:?}");
+        assert_eq!(m.report(t0 + 1400 * MS).lost_total, 0);
+    }
+
+    #[test]
+    fn stamps_that_jump_ahead_of_the_time_that_passed_are_not_a_loss() {
+        // A clock stepped forward by 990 s: not 30,000 lost frames.
+        let t0 = Instant::now();
+        let mut m = CameraMonitor::new(Transport::default());
+        feed(&mut m, t0, 0..20, 1000);
+        let later: Vec<String> =
+            (20..40).filter_map(|k| m.frame(t0 + (k * 33 + 2) * MS, Some(990.0 + k as f64 * 0.033), 1000)).collect();
+        assert!(later.is_empty(), "{later:?}");
         assert_eq!(m.report(t0 + 1400 * MS).lost_total, 0);
     }
 }

@@ -138,6 +138,29 @@ impl CommandMux {
         }
     }
 
+    /// Why new specs may not apply at `now`: they would let a source drive
+    /// that an engaged lock silences (a lower lock priority, a higher source
+    /// priority). A live change never weakens an engaged lock; once it is
+    /// released, the same change applies.
+    pub fn weakens_engaged_lock(&self, sources: &[SourceSpec], locks: &[LockSpec], now: Instant) -> Option<String> {
+        let priority = |name: &str, old: u8, new: &[(&str, u8)]| new.iter().find(|n| n.0 == name).map_or(old, |n| n.1);
+        let new_sources: Vec<(&str, u8)> = sources.iter().map(|s| (s.name.as_str(), s.priority)).collect();
+        let new_locks: Vec<(&str, u8)> = locks.iter().map(|l| (l.name.as_str(), l.priority)).collect();
+        for l in self.locks.iter().filter(|l| Self::lock_engaged(l, now)) {
+            let lock_now = priority(&l.spec.name, l.spec.priority, &new_locks);
+            for s in self.sources.iter().filter(|s| s.spec.priority <= l.spec.priority) {
+                let source_now = priority(&s.spec.name, s.spec.priority, &new_sources);
+                if source_now > lock_now {
+                    return Some(format!(
+                        "lock '{}' is engaged: with lock priority {lock_now} and source '{}' at priority                          {source_now} the source would drive through it; release the lock first",
+                        l.spec.name, s.spec.name
+                    ));
+                }
+            }
+        }
+        None
+    }
+
     pub fn source_id(&self, name: &str) -> Option<SourceId> {
         self.sources.iter().position(|s| s.spec.name == name).map(SourceId)
     }
@@ -318,6 +341,34 @@ mod tests {
         assert_eq!(m.decide(t0).command, Velocity::ZERO);
         m.command(SourceId(1), v(0.2), t0).unwrap();
         assert_eq!(src(&m, &m.decide(t0)).as_deref(), Some("nav"));
+    }
+
+    #[test]
+    fn no_new_priority_lets_a_source_through_an_engaged_lock() {
+        let t0 = Instant::now();
+        let m = {
+            let mut m = mux(t0);
+            m.lock(LockId(1), true, t0);
+            m
+        };
+        let sources = |joy: u8| {
+            vec![
+                SourceSpec { name: "policy".into(), priority: 10, timeout: 500 * MS },
+                SourceSpec { name: "joystick".into(), priority: joy, timeout: 500 * MS },
+            ]
+        };
+        let locks = |p: u8| vec![LockSpec { name: "e_stop".into(), priority: p, timeout: None }];
+        // The e-stop lowered below the joystick, or the joystick raised above it.
+        let why = m.weakens_engaged_lock(&sources(100), &locks(50), t0).expect("refused");
+        assert!(why.contains("'e_stop'") && why.contains("'joystick'"), "{why}");
+        assert!(m.weakens_engaged_lock(&sources(255), &locks(200), t0).is_some());
+        // What keeps every source silenced, or changes nothing, is fine.
+        assert_eq!(m.weakens_engaged_lock(&sources(100), &locks(254), t0), None);
+        assert_eq!(m.weakens_engaged_lock(&sources(10), &locks(255), t0), None);
+        // Released: the same change applies.
+        let mut m = m;
+        m.lock(LockId(1), false, t0);
+        assert_eq!(m.weakens_engaged_lock(&sources(100), &locks(50), t0), None);
     }
 
     #[test]

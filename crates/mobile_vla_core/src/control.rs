@@ -20,6 +20,10 @@
 //!   [`ChunkPlayer`]) while the result is younger than the command timeout;
 //!   everything that forgets the policy's command (a new task, stop, pause,
 //!   a lock change, a policy switch, a skipped frame) also forgets the chunk;
+//! - a jump of ROS time (see [`ClockWatch`]) voids everything stamped in the
+//!   old timeline: the chunk, the policy's command, runs in flight, and the
+//!   workers' recurrent state (a new generation of the same task); only a
+//!   result computed afterwards drives;
 //! - what is published is only ever the output stage's shaping of the mux's
 //!   decision: with no fresh, valid source, zero.
 
@@ -29,6 +33,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::chunk::{Chunk, ChunkPlayer, Playback};
+use crate::clock_jump::ClockWatch;
 use crate::command_mux::{CommandMux, Decision, LockId, LockSpec, Refused, SourceId, SourceSpec, Velocity};
 use crate::limits::{Limits, OutputStage};
 use crate::throttle::Throttle;
@@ -195,6 +200,15 @@ pub struct ControlConfig {
     pub max_instruction_bytes: usize,
 }
 
+impl ControlConfig {
+    /// The mux's sources: the policy first (its timeout is the dead-man), then the others in order.
+    fn mux_sources(&self) -> Vec<SourceSpec> {
+        let policy =
+            SourceSpec { name: "policy".into(), priority: self.policy_priority, timeout: self.command_timeout };
+        std::iter::once(policy).chain(self.sources.iter().cloned()).collect()
+    }
+}
+
 /// What the shell must do after an event.
 #[derive(Debug, Default, PartialEq)]
 pub struct Effects {
@@ -233,17 +247,16 @@ pub struct Controller {
     player: ChunkPlayer,
     /// A managed node that is not active publishes nothing at all.
     active: bool,
+    /// ROS time as last read, to tell a jump of it.
+    clock: ClockWatch,
 }
 
 impl Controller {
     /// The controller, and the workers to start now.
     pub fn new(cfg: ControlConfig, now: Instant) -> (Self, Effects) {
-        let mut sources =
-            vec![SourceSpec { name: "policy".into(), priority: cfg.policy_priority, timeout: cfg.command_timeout }];
-        sources.extend(cfg.sources);
         let mut c = Controller {
+            mux: CommandMux::new(cfg.mux_sources(), cfg.locks, now),
             watchdog: Watchdog::new(cfg.watchdog, now),
-            mux: CommandMux::new(sources, cfg.locks, now),
             stage: OutputStage::new(cfg.limits),
             freshness: cfg.freshness,
             max_instruction_bytes: cfg.max_instruction_bytes,
@@ -258,6 +271,7 @@ impl Controller {
             throttle: Throttle::new(Duration::from_secs(2)),
             player: ChunkPlayer::default(),
             active: true,
+            clock: ClockWatch::default(),
         };
         let mut fx = Effects::default();
         c.start(Role::Primary, &mut fx);
@@ -279,14 +293,17 @@ impl Controller {
     /// locks, each policy's health) stays, so a change never starts motion;
     /// the fallback mode and the set of sources are read-only.
     pub fn reconfigure(&mut self, cfg: ControlConfig, now: Instant) {
+        self.mux.set_specs(&cfg.mux_sources(), &cfg.locks, now);
         self.watchdog.set_config(cfg.watchdog);
-        let mut sources =
-            vec![SourceSpec { name: "policy".into(), priority: cfg.policy_priority, timeout: cfg.command_timeout }];
-        sources.extend(cfg.sources);
-        self.mux.set_specs(&sources, &cfg.locks, now);
         self.stage.set_limits(cfg.limits);
         self.freshness = cfg.freshness;
         self.max_instruction_bytes = cfg.max_instruction_bytes;
+    }
+
+    /// Why `cfg` may not apply now, if it may not: a live change never
+    /// weakens an engaged lock (see [`CommandMux::weakens_engaged_lock`]).
+    pub fn refuses(&self, cfg: &ControlConfig, now: Instant) -> Option<String> {
+        self.mux.weakens_engaged_lock(&cfg.mux_sources(), &cfg.locks, now)
     }
 
     pub fn watchdog(&self) -> &Watchdog {
@@ -402,6 +419,7 @@ impl Controller {
     /// A run ended; `ros_now_s` is the node's clock now (seconds of ROS time).
     pub fn ran(&mut self, r: &RunResult, ros_now_s: f64, now: Instant) -> Effects {
         let mut fx = Effects::default();
+        self.observe_clock(ros_now_s, now, &mut fx);
         let outcome = match &r.outcome {
             RunOutcome::Action { raw_max_abs, .. } => Some(Outcome::Ok { latency: r.latency, max_abs: *raw_max_abs }),
             RunOutcome::NonFinite => Some(Outcome::NonFinite),
@@ -572,6 +590,7 @@ impl Controller {
     /// the node's clock, which a playing chunk's steps are timed on).
     pub fn tick(&mut self, now: Instant, ros_now_s: f64) -> Effects {
         let mut fx = Effects::default();
+        self.observe_clock(ros_now_s, now, &mut fx);
         let s = self.watchdog.poll(now);
         self.after_switch(s, now, &mut fx);
         if !self.player.is_empty() {
@@ -618,6 +637,22 @@ impl Controller {
             },
         };
         StatusView { state, reason, active_policy: self.watchdog.active(), source: d.source, lock: d.lock }
+    }
+
+    /// A reading of ROS time. After a jump nothing stamped in the old
+    /// timeline drives: runs in flight are past the barrier, the chunk and the
+    /// policy's command are forgotten, and the workers get a new generation of
+    /// the same task (which resets their recurrent state). Teleop sources and
+    /// locks are timed on the steady clock and stay as they are.
+    fn observe_clock(&mut self, ros_now_s: f64, now: Instant, fx: &mut Effects) {
+        let Some(jump) = self.clock.observe(ros_now_s, now) else { return };
+        warn!("{jump}: what was computed or stamped before it is void; driving again from fresh results only");
+        self.generation.0 += 1;
+        self.barrier = now;
+        self.forget_policy();
+        self.hold = Some(format!("{jump}: waiting for a result computed after it"));
+        fx.instruction = Some(self.task());
+        fx.diagnostics = true;
     }
 
     /// The policy's command, and any chunk it plays, no longer drive.
@@ -823,6 +858,44 @@ mod tests {
     }
 
     #[test]
+    fn after_a_clock_jump_only_results_computed_in_the_new_timeline_drive() {
+        // Found from outside: with blending, /clock jumping from ~1000 s to 10 s
+        // left the old chunk driving for seconds while every new run was refused.
+        let blended = |c: &Controller, started: Instant, stamp_s: f64, x: f64| {
+            let mut r = chunked(c, started, &[x; 40]);
+            r.stamp_s = stamp_s;
+            if let RunOutcome::Action { chunk: Some((_, p)), .. } = &mut r.outcome {
+                p.blend = Some(0.1);
+            }
+            r
+        };
+        for back in [true, false] {
+            let t0 = Instant::now();
+            let mut c = ready(t0);
+            let r = blended(&c, t0, ROS0, 1.0);
+            assert!(c.ran(&r, ROS0 + 0.01, t0 + 10 * MS).drove);
+            assert_eq!(c.tick(t0 + 50 * MS, ROS0 + 0.05).publish, Some(v(1.0)));
+            // A run in flight across the jump, and the jump itself.
+            let in_flight = blended(&c, t0 + 60 * MS, ROS0 + 0.06, 0.5);
+            let to = if back { 10.0 } else { ROS0 + 500.0 };
+            let t = t0 + 100 * MS;
+            let fx = c.tick(t, to);
+            assert_eq!(fx.publish, Some(Velocity::ZERO), "back: {back}: the old chunk drove after the jump");
+            let (g, text) = fx.instruction.expect("the workers start the task again (recurrent state reset)");
+            assert_eq!((g, text.as_deref()), (c.generation(), Some("go")));
+            assert!(c.status().reason.contains("ROS time jumped"), "{}", c.status().reason);
+            assert!(!c.ran(&in_flight, to + 0.01, t + 10 * MS).drove, "back: {back}: a run from before drove");
+            assert_eq!(c.tick(t + 20 * MS, to + 0.02).publish, Some(Velocity::ZERO));
+            // The first result of the new timeline drives at once, as on a fresh node.
+            let fresh = blended(&c, t + 30 * MS, to + 0.03, 0.3);
+            let fx = c.ran(&fresh, to + 0.04, t + 40 * MS);
+            assert!(fx.drove, "back: {back}");
+            assert_eq!(fx.publish, Some(v(0.3)));
+            assert_eq!(c.status().reason, "");
+        }
+    }
+
+    #[test]
     fn an_old_tasks_chunk_never_blends_into_the_new_tasks() {
         let t0 = Instant::now();
         let mut c = ready(t0);
@@ -877,6 +950,24 @@ mod tests {
         // A longer timeout again never revives the command that timed out.
         c.reconfigure(cfg(FallbackMode::Eager), t0 + 155 * MS);
         assert_eq!(c.tick(t0 + 160 * MS, ROS0).publish, Some(Velocity::ZERO));
+    }
+
+    #[test]
+    fn a_live_change_that_would_weaken_the_engaged_e_stop_is_refused() {
+        let t0 = Instant::now();
+        let mut c = ready(t0);
+        c.lock(E_STOP, true, t0);
+        let mut weaker = cfg(FallbackMode::Eager);
+        weaker.locks[0].priority = 50;
+        let why = c.refuses(&weaker, t0 + MS).expect("refused while engaged");
+        assert!(why.contains("e_stop") && why.contains("joystick"), "{why}");
+        // The policy's own priority counts too.
+        let mut policy_up = cfg(FallbackMode::Eager);
+        policy_up.policy_priority = 255;
+        policy_up.locks[0].priority = 254;
+        assert!(c.refuses(&policy_up, t0 + MS).is_some());
+        c.lock(E_STOP, false, t0 + 2 * MS);
+        assert_eq!(c.refuses(&weaker, t0 + 3 * MS), None, "released: the change applies");
     }
 
     #[test]

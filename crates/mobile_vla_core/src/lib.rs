@@ -6,6 +6,7 @@
 
 pub mod camera_rate;
 pub mod chunk;
+pub mod clock_jump;
 pub mod command_mux;
 pub mod config;
 pub mod control;

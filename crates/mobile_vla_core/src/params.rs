@@ -160,11 +160,16 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     }
 }
 
+/// The flat view of `config`: every value in its declared type.
+fn flat(config: &Config) -> BTreeMap<String, Value> {
+    let mut flat = BTreeMap::new();
+    flatten("", &serde_json::to_value(config).expect("the configuration serialises"), &mut flat);
+    flat
+}
+
 impl ParamTable {
     pub fn new(config: Config, check: Check) -> Self {
-        let mut flat = BTreeMap::new();
-        flatten("", &serde_json::to_value(&config).expect("the configuration serialises"), &mut flat);
-        Self { config, flat, check }
+        Self { flat: flat(&config), config, check }
     }
 
     pub fn config(&self) -> &Config {
@@ -194,6 +199,20 @@ impl ParamTable {
     /// one-line reason (unknown or read-only name, wrong type, a value start-up
     /// would refuse). Returns what changed.
     pub fn set(&mut self, changes: &[(String, Value)]) -> Result<Vec<Change>, String> {
+        self.set_unless(changes, |_| None)
+    }
+
+    /// As [`set`](Self::set), and refused too when `veto` gives a reason
+    /// against the new configuration (what the running node's state forbids,
+    /// such as weakening an engaged lock). A value keeps its parameter's
+    /// declared type: an integer set on a double parameter (`ros2 param set
+    /// /mobile_vla output.rate_hz 10`) is stored, reported and announced as
+    /// the double 10.0.
+    pub fn set_unless(
+        &mut self,
+        changes: &[(String, Value)],
+        veto: impl Fn(&Config) -> Option<String>,
+    ) -> Result<Vec<Change>, String> {
         let mut next = self.flat.clone();
         for (name, value) in changes {
             let Some(old) = self.flat.get(name) else {
@@ -210,11 +229,15 @@ impl ParamTable {
         }
         let config = Config::from_params(&next).map_err(|e| e.to_string())?;
         (self.check)(&config).map_err(|e| e.to_string())?;
+        if let Some(why) = veto(&config) {
+            return Err(format!("refused: {why}"));
+        }
+        let next = flat(&config);
         let mut applied = Vec::new();
-        for (name, value) in changes {
-            let old = self.flat[name].clone();
-            if old != *value {
-                applied.push(Change { name: name.clone(), old, new: value.clone() });
+        for (name, _) in changes {
+            let (old, new) = (&self.flat[name], &next[name]);
+            if old != new && applied.iter().all(|c: &Change| c.name != *name) {
+                applied.push(Change { name: name.clone(), old: old.clone(), new: new.clone() });
             }
         }
         self.flat = next;
@@ -280,6 +303,29 @@ mod tests {
         // An integer for a double, as `ros2 param set` sends it.
         t.set(&[("camera.max_age_s".into(), json!(1))]).unwrap();
         assert_eq!(t.config().camera.max_age_s, 1.0);
+    }
+
+    #[test]
+    fn an_integer_set_on_a_double_parameter_stays_a_double() {
+        let mut t = table();
+        let changes = t.set(&[("output.rate_hz".into(), json!(10))]).unwrap();
+        assert_eq!(changes[0].new, json!(10.0));
+        assert!(t.get("output.rate_hz").unwrap().is_f64(), "{:?}", t.get("output.rate_hz"));
+        t.set(&[("limits.max_velocity".into(), json!([1, 1, 2]))]).unwrap();
+        assert!(t.get("limits.max_velocity").unwrap().as_array().unwrap().iter().all(Value::is_f64));
+        // Integers stay integers.
+        t.set(&[("mux.sources.joystick.priority".into(), json!(90))]).unwrap();
+        assert!(t.get("mux.sources.joystick.priority").unwrap().is_u64());
+    }
+
+    #[test]
+    fn a_veto_refuses_the_whole_set_with_its_reason() {
+        let mut t = table();
+        let before = t.config().clone();
+        let e = t.set_unless(&[("mux.locks.e_stop.priority".into(), json!(50))], |_| Some("lock engaged".into()));
+        assert_eq!(e.unwrap_err(), "refused: lock engaged");
+        assert_eq!(t.config(), &before);
+        assert_eq!(t.get("mux.locks.e_stop.priority"), Some(&json!(255)));
     }
 
     #[test]

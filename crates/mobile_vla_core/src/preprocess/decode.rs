@@ -301,18 +301,37 @@ impl Decoder {
     /// Decodes a complete JPEG into `self.decoded` as RGB8, as PIL does
     /// (libjpeg-turbo, accurate integer DCT, smooth chroma upsampling), at
     /// the scale `jpeg_denom` picks; returns the decoded size.
+    ///
+    /// After any error the handle is dropped and the next JPEG gets a new
+    /// one: libjpeg-turbo keeps a failed decode's error and warning state in
+    /// its handle (with stop-on-warning, every later frame failed with the
+    /// first one's message), so a failure must never outlive its frame.
     fn decode_jpeg(&mut self, data: &[u8], jpeg_denom: impl Fn(u32, u32) -> u32) -> Result<(u32, u32), FrameError> {
         let (max_w, max_h) = (self.max_width, self.max_height);
-        let jpeg = self.jpeg.get_or_insert_with(Jpeg::new).as_mut().map_err(|e| FrameError::Decode(e.clone()))?;
-        let (w, h) = jpeg.header(data)?;
-        if w > max_w || h > max_h {
-            return Err(FrameError::TooLarge { width: w, height: h, max_width: max_w, max_height: max_h });
+        let jpeg = match self.jpeg.get_or_insert_with(Jpeg::new) {
+            Ok(jpeg) => jpeg,
+            Err(e) => {
+                let e = FrameError::Decode(e.clone());
+                self.jpeg = None;
+                return Err(e);
+            }
+        };
+        let decoded = &mut self.decoded;
+        let result = (|| {
+            let (w, h) = jpeg.header(data)?;
+            if w > max_w || h > max_h {
+                return Err(FrameError::TooLarge { width: w, height: h, max_width: max_w, max_height: max_h });
+            }
+            let denom = jpeg_denom(w, h);
+            let (sw, sh) = (jpeg.scaled_width(denom), jpeg.scaled_height(denom));
+            decoded.resize(sw as usize * sh as usize * 3, 0);
+            jpeg.decode(data, denom, decoded)?;
+            Ok((sw, sh))
+        })();
+        if result.is_err() {
+            self.jpeg = None;
         }
-        let denom = jpeg_denom(w, h);
-        let (sw, sh) = (jpeg.scaled_width(denom), jpeg.scaled_height(denom));
-        self.decoded.resize(sw as usize * sh as usize * 3, 0);
-        jpeg.decode(data, denom, &mut self.decoded)?;
-        Ok((sw, sh))
+        result
     }
 
     /// Decodes an 8-bit PNG into `self.decoded` as RGB8; everything else is

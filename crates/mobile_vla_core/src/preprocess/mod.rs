@@ -406,7 +406,10 @@ impl ImagePipeline {
     /// when `src` is YUV and this pipeline resizes with Pillow.
     fn fill(&mut self, src: &Source<'_>, rgb: Option<&[u8]>) {
         let (x, y, dx, dy) = self.spec.geometry(src.width, src.height);
-        if (dx, dy) != (0, 0) && self.last != Some((src.width, src.height)) {
+        // Whether the image part fills the tensor: a letterbox, even one too
+        // thin to paste a row into, leaves the rest to the padding.
+        let covers = x.keep == self.spec.width && y.keep == self.spec.height;
+        if !covers && self.last != Some((src.width, src.height)) {
             // Letterbox: the padding, once per frame size (the image part is rewritten every frame).
             let (pad, ow, oh) = (self.spec.pad, self.spec.width as usize, self.spec.height as usize);
             let mut w = self.writer(0, 0);
@@ -779,6 +782,69 @@ mod tests {
             let bare = &jpeg[..jpeg.len() * percent / 100];
             assert!(p.compressed("jpeg", bare).is_err(), "{percent} % without EOI");
         }
+    }
+
+    /// What a fresh preprocessor makes of `good` (a compressed frame).
+    fn fresh(specs: &[ImageSpec], scaling: JpegScaling, good: &[u8]) -> Vec<Vec<f32>> {
+        let mut p = Preprocessor::new(specs.to_vec(), 4096, 4096);
+        p.set_jpeg_scaling(scaling);
+        p.compressed("jpeg", good).unwrap();
+        (0..specs.len()).map(|i| f32s(p.tensor(i))).collect()
+    }
+
+    #[test]
+    fn a_good_jpeg_after_a_corrupt_one_gives_what_a_fresh_preprocessor_gives() {
+        // The poisoning sequence found from outside: SOI, a few hundred
+        // random bytes, EOI ("extraneous bytes before marker"), then good frames.
+        let good = photo_jpeg(320, 240);
+        let mut seed = 7u32;
+        let mut corrupt = vec![0xFF, 0xD8];
+        corrupt.extend((0..376).map(|_| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (seed >> 16) as u8
+        }));
+        corrupt.extend_from_slice(&[0xFF, 0xD9]);
+        let mut cut = good[..good.len() / 2].to_vec();
+        cut.extend_from_slice(&[0xFF, 0xD9]);
+        let specs = [spec(16, 12), ImageSpec { antialias: true, filter: Filter::Bicubic, ..spec(40, 30) }];
+        for scaling in [JpegScaling::Full, JpegScaling::Reduced] {
+            let want = fresh(&specs, scaling, &good);
+            let mut p = Preprocessor::new(specs.to_vec(), 4096, 4096);
+            p.set_jpeg_scaling(scaling);
+            for bad in [&corrupt[..], &cut[..], b"\xFF\xD8", &good[..100]] {
+                assert!(p.compressed("jpeg", bad).is_err(), "{scaling:?}: a bad frame decoded");
+                p.compressed("jpeg", &good).unwrap_or_else(|e| panic!("{scaling:?}: good after bad refused: {e}"));
+                let got: Vec<_> = (0..specs.len()).map(|i| f32s(p.tensor(i))).collect();
+                assert!(got == want, "{scaling:?}: good after bad differs from a fresh preprocessor");
+            }
+        }
+        // A reduced-scale decode never leaks its scale into a full one.
+        let want = fresh(&specs, JpegScaling::Full, &good);
+        let mut p = Preprocessor::new(specs.to_vec(), 4096, 4096);
+        p.set_jpeg_scaling(JpegScaling::Reduced);
+        p.compressed("jpeg", &photo_jpeg(1280, 720)).unwrap();
+        p.set_jpeg_scaling(JpegScaling::Full);
+        p.compressed("jpeg", &good).unwrap();
+        assert!((0..specs.len()).all(|i| f32s(p.tensor(i)) == want[i]));
+    }
+
+    #[test]
+    fn a_letterbox_with_one_padding_row_pads_it_whatever_came_before() {
+        // 5x4 into 4x4: 3 rows of image, and the one row of padding goes below
+        // (PIL's round(0.5) = 0 rows above), so the offset is (0, 0).
+        let s = ImageSpec { resize: ResizeMode::Letterbox, antialias: true, pad: [1, 2, 3], ..spec(4, 4) };
+        let wide = vec![200u8; 5 * 4 * 3];
+        let square = vec![50u8; 4 * 4 * 3];
+        let mut fresh = Preprocessor::new(vec![s.clone()], 4096, 4096);
+        let want = raw(&mut fresh, &frame(5, 4, "rgb8", 15, &wide));
+        // NCHW planes of 16: the last row of each is the padding colour.
+        for (c, pad) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+            assert_eq!(&want[c * 16 + 12..c * 16 + 16], &[pad; 4], "channel {c}");
+            assert_eq!(&want[c * 16..c * 16 + 12], &[200.0; 12], "channel {c}");
+        }
+        let mut p = Preprocessor::new(vec![s], 4096, 4096);
+        raw(&mut p, &frame(4, 4, "rgb8", 12, &square));
+        assert_eq!(raw(&mut p, &frame(5, 4, "rgb8", 15, &wide)), want);
     }
 
     #[test]
