@@ -10,15 +10,21 @@ after an instruction change or a lock.
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import numpy as np
-from conftest import wait_for
+from conftest import ROOT, wait_for
 from geometry_msgs.msg import TwistStamped
+from mobile_vla_msgs.msg import InferenceStats
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Bool, String
 
 from test_policy import Driver, raw_msg, scene_frame
 
+MODELS = ROOT / "models"
 PERIOD = 0.1
 STEPS = [0.05 * (k + 1) for k in range(8)]
 
@@ -124,3 +130,82 @@ def test_nothing_of_a_chunk_plays_after_an_e_stop_even_once_released(peer, run_n
     time.sleep(8 * PERIOD)
     late = [c.twist.linear.x for c in cmds.msgs if t(c.header.stamp) > released + 0.05]
     assert late and all(x == 0.0 for x in late), late
+
+
+class SimClock:
+    """/clock from this peer at 100 Hz, running at real rate from `start_s`, and able to jump."""
+
+    def __init__(self, peer, start_s: float):
+        self.pub = peer.publisher(Clock, "/clock", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        self.base, self.wall = start_s, time.monotonic()
+        self.stop = threading.Event()
+        threading.Thread(target=self._tick, daemon=True).start()
+
+    def now(self) -> float:
+        return self.base + (time.monotonic() - self.wall)
+
+    def jump_to(self, t_s: float) -> None:
+        self.base, self.wall = t_s, time.monotonic()
+
+    def msg(self, t_s: float | None = None):
+        t_s = self.now() if t_s is None else t_s
+        m = Clock()
+        m.clock.sec, m.clock.nanosec = int(t_s), int((t_s % 1) * 1e9)
+        return m.clock
+
+    def _tick(self):
+        while not self.stop.is_set():
+            self.pub.publish(Clock(clock=self.msg()))
+            time.sleep(0.01)
+
+
+def test_after_a_clock_jump_only_results_computed_afterwards_drive(peer, run_node, tmp_path):
+    # Found from outside: with use_sim_time and blending, /clock jumping back
+    # from ~1000 s to 10 s (ros2 bag play --loop) left the old chunk driving for
+    # seconds while every new run was refused.
+    manifest = json.loads((MODELS / "chunked_slow.json").read_text())
+    manifest["onnx"] = str(MODELS / manifest["onnx"])
+    manifest["text"]["tokenizer"] = str(MODELS / manifest["text"]["tokenizer"])
+    manifest["action"]["blend"] = 0.1
+    (tmp_path / "blended.json").write_text(json.dumps(manifest))
+    for to_s in (10.0, 2000.0):
+        clock = SimClock(peer, 1000.0)
+        node = run_node({
+            "use_sim_time": True,
+            "policy": {"hybrid": {"manifest": str(tmp_path / "blended.json")}, "command_timeout_s": 2.0},
+            "watchdog": {"fallback_enabled": False, "deadline_s": 1.0, "hard_timeout_s": 3.0},
+            "output": {"stamped": True, "rate_hz": 50.0},
+            "camera": {"max_age_s": 1.0},
+            "limits": {"max_velocity": [5.0, 5.0, 5.0], "max_accel": [0.0, 0.0, 0.0]},
+        })
+        d = Driver(peer, cmd_type=TwistStamped)
+        try:
+            d.ready(node)
+            d.instruct("go forward")
+
+            def chunk_drives() -> InferenceStats:
+                msg = raw_msg("rgb8", scene_frame(0))
+                msg.header.stamp = clock.msg()
+                n = len(d.stats)
+                d.cam.publish(msg)
+                assert wait_for(lambda: len(d.stats) > n, 5), node.output()
+                assert d.stats.msgs[-1].command_seq > 0, (d.stats.msgs[-1], node.output())
+                return d.stats.msgs[-1]
+
+            chunk_drives()
+            time.sleep(0.1)
+            assert d.cmds.msgs[-1].twist.linear.x > 0.0, "the chunk plays before the jump"
+            clock.jump_to(to_s)
+            new_timeline = (lambda c: abs(t(c.header.stamp) - to_s) < 100.0)
+            time.sleep(0.6)
+            after = [c.twist.linear.x for c in d.cmds.msgs if new_timeline(c)]
+            assert after and all(x == 0.0 for x in after), (to_s, after, node.output())
+            assert wait_for(lambda: any("ROS time jumped" in s.reason for s in d.status.msgs), 2), node.output()
+            assert sum("ROS time jumped" in line for line in node.output().splitlines() if "WARN" in line) == 1
+            # A frame of the new timeline drives again at once, as on a fresh node.
+            stats = chunk_drives()
+            assert abs(t(stats.header.stamp) - to_s) < 100.0
+            assert wait_for(lambda: d.cmds.msgs[-1].twist.linear.x > 0.0, 1), (to_s, node.output())
+        finally:
+            clock.stop.set()
+            node.stop()

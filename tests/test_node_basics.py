@@ -159,6 +159,35 @@ def test_a_malformed_params_file_stops_startup_with_rcls_reason_not_a_panic(run_
     assert "panic" not in out, out
 
 
+def test_a_list_mixing_integers_and_decimals_is_named_with_its_fix(run_node, tmp_path):
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text("mobile_vla:\n  ros__parameters:\n    limits:\n      max_velocity: [0.2, 0.2, 1]\n")
+    node = run_node(ros_args=["--params-file", str(mixed)])
+    assert node.wait_exit() == 2
+    out = node.output()
+    errors = [l for l in out.splitlines() if "ERROR" in l]
+    assert len(errors) == 1, out
+    assert "'limits.max_velocity'" in errors[0] and "[0.2, 0.2, 1.0]" in errors[0] and str(mixed) in errors[0], out
+
+
+def test_a_params_file_for_another_node_name_is_said_loudly_naming_its_sections(peer, run_node, tmp_path):
+    # A section for `mobile_vla_node` (the executable's name), not `mobile_vla`: r2r skips it.
+    other = write_params(tmp_path / "other.yaml", {"limits": {"max_velocity": [0.1, 0.1, 0.1]}}, "mobile_vla_node")
+    node = run_node(ros_args=["--params-file", str(other)])
+    assert peer.wait_for_node("mobile_vla"), node.output()
+    warned = wait_for(lambda: [l for l in node.output().splitlines() if "WARN" in l and "no section" in l], 10)
+    assert warned and "'mobile_vla_node'" in warned[0] and str(other) in warned[0], node.output()
+    assert "'mobile_vla'" in warned[0] and "'/**'" in warned[0], warned[0]
+    # The same parameters under the node's own name, or /**, apply and warn of nothing.
+    for section in ("mobile_vla", "/**"):
+        mine = write_params(tmp_path / "mine.yaml", {"limits": {"max_velocity": [0.1, 0.1, 0.1]}}, section)
+        n = run_node(ros_args=["--params-file", str(mine)])
+        assert wait_for(lambda: "ready: zero velocity" in n.output(), 10), n.output()
+        assert "max_velocity: [0.1, 0.1, 0.1]" in n.output() and "no section" not in n.output()
+        assert n.stop() == 0
+    assert node.stop() == 0
+
+
 def launch_command(*args: str) -> tuple[list[str], dict[str, str]]:
     """The node's command line and the environment the launch file sets for it."""
     out = subprocess.run(

@@ -8,6 +8,7 @@ accepted changes appear on /parameter_events.
 
 from __future__ import annotations
 
+import threading
 import time
 
 from conftest import wait_for
@@ -16,6 +17,7 @@ from rcl_interfaces.msg import Parameter, ParameterEvent, ParameterType, Paramet
 from rcl_interfaces.srv import (DescribeParameters, GetParameters, ListParameters, SetParameters,
                                 SetParametersAtomically)
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool
 
 NODE = "/mobile_vla"
 
@@ -118,4 +120,61 @@ def test_a_value_start_up_would_refuse_is_refused_with_its_reason_and_changes_no
     assert not res.result.successful and "'camera.max_age_s'" in res.result.reason, res.result.reason
     assert list(get(peer, "limits.deadband").double_array_value) == [0.0, 0.0, 0.0]
     assert "parameter changed" not in node.output()
+    assert node.stop() == 0
+
+
+def test_no_live_change_weakens_an_engaged_e_stop(peer, run_node):
+    # Found from outside: with the e-stop held and a joystick streaming,
+    # lowering the e-stop's priority below the joystick's let it drive.
+    node = run_node({"limits": {"max_accel": [0.0, 0.0, 0.0]}})
+    joy = peer.publisher(Twist, "/joy_vel")
+    e_stop = peer.publisher(Bool, "/e_stop")
+    cmds = peer.subscribe(Twist, "/cmd_vel")
+    assert wait_for(lambda: joy.get_subscription_count() > 0 and e_stop.get_subscription_count() > 0, 15)
+    stop = threading.Event()
+
+    def stream():
+        t = Twist()
+        t.linear.x = 0.3
+        while not stop.is_set():
+            joy.publish(t)
+            time.sleep(0.05)
+    threading.Thread(target=stream, daemon=True).start()
+    try:
+        assert wait_for(lambda: cmds.msgs and cmds.msgs[-1].linear.x == 0.3, 5), node.output()
+        e_stop.publish(Bool(data=True))
+        assert wait_for(lambda: cmds.msgs[-1].linear.x == 0.0, 2)
+        def set_e_stop_priority(value: int):
+            return call(peer, SetParameters, "set_parameters", SetParameters.Request(parameters=[Parameter(
+                name="mux.locks.e_stop.priority",
+                value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value))])).results[0]
+        for value in (50, 99):
+            res = set_e_stop_priority(value)
+            assert not res.successful, value
+            assert "'e_stop' is engaged" in res.reason and "'joystick'" in res.reason, res.reason
+        # A change that still silences every source is no weakening: it applies.
+        res = set_e_stop_priority(100)
+        assert res.successful, res.reason
+        engaged_at = time.monotonic()
+        time.sleep(0.5)
+        assert all(c.linear.x == 0.0 for c in cmds.after(engaged_at)), "the joystick drove through the e-stop"
+        assert get(peer, "mux.locks.e_stop.priority").integer_value == 100
+        # Released: the same change applies.
+        e_stop.publish(Bool(data=False))
+        assert wait_for(lambda: cmds.msgs[-1].linear.x == 0.3, 3)
+        res = set_e_stop_priority(50)
+        assert res.successful, res.reason
+        assert get(peer, "mux.locks.e_stop.priority").integer_value == 50
+    finally:
+        stop.set()
+    assert node.stop() == 0
+
+
+def test_an_integer_set_on_a_double_parameter_keeps_its_type(peer, run_node):
+    node = run_node()
+    res = call(peer, SetParameters, "set_parameters", SetParameters.Request(parameters=[Parameter(
+        name="output.rate_hz", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=10))]))
+    assert res.results[0].successful, res.results[0].reason
+    got = get(peer, "output.rate_hz")
+    assert got.type == ParameterType.PARAMETER_DOUBLE and got.double_value == 10.0, got
     assert node.stop() == 0
