@@ -255,11 +255,14 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
     let provider = policy.as_ref().map(|p| p.providers().main()).unwrap_or_default();
     let mut generation = Generation::default();
     let mut instruction: Option<String> = None;
+    // Why the tokenizer refused the current instruction, until the next one.
+    let mut refused: Option<String> = None;
 
     while let Some(delivery) = inbox.take(Duration::from_millis(200)) {
         if let Some((g, text)) = delivery.control {
             generation = g;
             instruction = text;
+            refused = None;
             if let Some(p) = policy.as_mut() {
                 match instruction.as_deref().map(|t| p.set_instruction(t)) {
                     Some(Ok(true)) => {
@@ -269,6 +272,7 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
                     Some(Err(e)) => {
                         warn!(policy = %role, "{e}");
                         instruction = None;
+                        refused = Some(e.to_string());
                     }
                     None => p.clear_instruction(),
                 }
@@ -285,7 +289,7 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
         };
         // Every model needs a task to drive, even one that does not read its text.
         if instruction.is_none() {
-            let _ = events.send(skip(Skip::NoInstruction));
+            let _ = events.send(skip(refused.clone().map_or(Skip::NoInstruction, Skip::BadInstruction)));
             continue;
         }
         let header = &frame.header;

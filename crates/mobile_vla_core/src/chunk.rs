@@ -11,7 +11,9 @@
 //! same instant using ACT's temporal-ensembling weights `exp(-m * i)`
 //! (`i = 0` the oldest). Owns the chunks and that arithmetic; whether a chunk
 //! may be played at all (instruction, watchdog, locks, pauses, the command
-//! timeout) is the control core's decision, which clears the player.
+//! timeout) is the control core's decision, which clears the player on
+//! every refused, invalid or late result of the policy in control, and on a
+//! jump of the clock its stamps are read on.
 
 use std::collections::VecDeque;
 

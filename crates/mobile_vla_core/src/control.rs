@@ -58,9 +58,15 @@ impl fmt::Display for Generation {
 pub enum Skip {
     NoInstruction,
     Unstamped,
-    Stale { age_s: f64 },
-    Future { ahead_s: f64 },
+    Stale {
+        age_s: f64,
+    },
+    Future {
+        ahead_s: f64,
+    },
     BadFrame(String),
+    /// The policy's tokenizer refused the current instruction.
+    BadInstruction(String),
     NotLoaded,
 }
 
@@ -76,6 +82,7 @@ impl fmt::Display for Skip {
                  are the clocks synchronised?"
             ),
             Skip::BadFrame(e) => write!(f, "frame rejected: {e}"),
+            Skip::BadInstruction(e) => write!(f, "instruction refused: {e}; send another one"),
             Skip::NotLoaded => write!(f, "the policy is not loaded"),
         }
     }
@@ -405,6 +412,7 @@ impl Controller {
         self.forget_policy();
         let kind = match skip {
             Skip::BadFrame(_) => "bad_frame",
+            Skip::BadInstruction(_) => "bad_instruction",
             Skip::Stale { .. } | Skip::Future { .. } | Skip::Unstamped => "stale",
             Skip::NoInstruction | Skip::NotLoaded => return fx,
         };
@@ -893,6 +901,19 @@ mod tests {
             assert_eq!(fx.publish, Some(v(0.3)));
             assert_eq!(c.status().reason, "");
         }
+    }
+
+    #[test]
+    fn an_instruction_the_tokenizer_refused_is_the_status_reason_until_a_good_one_drives() {
+        let t0 = Instant::now();
+        let mut c = ready(t0);
+        let fx = c.skipped(Role::Primary, &Skip::BadInstruction("text too long".into()), t0 + MS);
+        assert_eq!(fx.publish, Some(Velocity::ZERO));
+        assert!(c.status().reason.starts_with("instruction refused: text too long"), "{}", c.status().reason);
+        c.instruction_received("go left", t0 + 2 * MS);
+        let r = result(&c, Role::Primary, t0 + 3 * MS, 0.4);
+        assert!(run(&mut c, t0, &r, t0 + 4 * MS).drove);
+        assert_eq!(c.status().reason, "");
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! exactly as at start-up ([`Config::from_params`] plus the node's own checks);
 //! if anything is wrong nothing changes and the one-line reason names the key.
 //! Read-only parameters (models, providers, topics: what only a restart can
-//! change) refuse every set. It never talks to ROS: the shell turns requests
+//! change) refuse every set, and so does a set the running node vetoes (one
+//! that would weaken an engaged lock). A refused set leaves nothing half
+//! applied: the next set is judged against the parameters as they were. It never talks to ROS: the shell turns requests
 //! into calls here and the accepted [`Config`] into the cores' settings.
 
 use std::collections::BTreeMap;

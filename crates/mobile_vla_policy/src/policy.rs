@@ -10,6 +10,14 @@
 //! any frame. Given a frame it produces an [`Action`] or an error; it never
 //! decides whether that action may move the robot (that is the watchdog's and
 //! the command stage's job), and it holds no ROS types.
+//!
+//! What survives a failure: a refused frame leaves the state and the
+//! instruction as they were (nothing ran); a run that errs, is cancelled or
+//! returns a non-finite action or state carries no state forward (the next
+//! state is taken only from a valid run, all of it or none); a session that
+//! failed or was cancelled runs the next frame as before (the run options are
+//! re-armed by the worker); an instruction the tokenizer refuses leaves no
+//! instruction at all, never the previous one's tokens or stage outputs.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -13,7 +13,9 @@
 //!   prompt, EOS.
 //!
 //! then padding (`max_length`, or `exact`: none), `position_ids`, and the id
-//! type (int64 or int32). Nothing here runs a model.
+//! type (int64 or int32). Nothing here runs a model, and nothing is kept
+//! from one instruction to the next (the tokenizer is read-only once
+//! loaded): a refused instruction leaves nothing behind.
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 

@@ -4,6 +4,7 @@
 //! checking that the recorded message definition is the one this tool decodes,
 //! and turning every message on the topic into [`Stats`]. A bag without the
 //! topic, a truncated file, an sqlite3 bag or an older definition is an error.
+//! It keeps nothing between calls: a malformed record fails that read alone.
 
 use std::path::{Path, PathBuf};
 

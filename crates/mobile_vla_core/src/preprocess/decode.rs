@@ -5,6 +5,13 @@
 //! strict mode, 8-bit PNG), each given its limits before it allocates. What
 //! it returns is a [`Source`]: packed pixels borrowed from the message or from
 //! the decode buffer. It never resizes or normalises.
+//!
+//! After a failure nothing of the failed frame stays: the libjpeg-turbo
+//! handle is dropped after any error or warning and made anew for the next
+//! JPEG (it kept a failed decode's state: one corrupt frame made every later
+//! one fail), each decode sets its own DCT scale, a PNG decoder lives for one
+//! frame, and the decode buffer is resized to the next frame and fully
+//! written before anything reads it.
 
 use std::io::Cursor;
 

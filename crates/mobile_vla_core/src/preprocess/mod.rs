@@ -504,6 +504,15 @@ fn resample<const N: usize>(
 /// needs, so once warm it allocates nothing per frame (for compressed frames:
 /// while their size stays the same; with [`Resampling::Simd`], but for
 /// fast_image_resize's coefficient tables, which it builds every call).
+///
+/// What it keeps between frames never changes the next frame's tensors: a
+/// frame is checked (and decoded) before any tensor is written, so a refused
+/// one leaves them as the last good frame made them; every part of a tensor is
+/// rewritten for each frame but a letterbox's padding, which is redrawn
+/// whenever the frame size changes; the resamplers' coefficient tables are
+/// keyed by the geometry they were made for. A good frame after any input
+/// gives bit for bit what a fresh preprocessor gives (the `diff-*` targets
+/// of `mobile_vla_fuzz`).
 pub struct Preprocessor {
     decoder: Decoder,
     jpeg_scaling: JpegScaling,
