@@ -257,12 +257,17 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
     let mut instruction: Option<String> = None;
     // Why the tokenizer refused the current instruction, until the next one.
     let mut refused: Option<String> = None;
+    // The newest frame run under the current task: a frame handed again (to a
+    // policy taking control, which probed on it) must not step the recurrent
+    // state twice.
+    let mut last_run: Option<u64> = None;
 
     while let Some(delivery) = inbox.take(Duration::from_millis(200)) {
         if let Some((g, text)) = delivery.control {
             generation = g;
             instruction = text;
             refused = None;
+            last_run = None;
             if let Some(p) = policy.as_mut() {
                 match instruction.as_deref().map(|t| p.set_instruction(t)) {
                     Some(Ok(true)) => {
@@ -281,6 +286,9 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
         let Some(SeqFrame { seq, frame }) = delivery.frame else {
             continue;
         };
+        if last_run.is_some_and(|last| seq <= last) {
+            continue;
+        }
         let started = Instant::now();
         let skip = |reason| Event::Skipped { role, reason, dropped: delivery.dropped };
         let Some(p) = policy.as_mut() else {
@@ -316,6 +324,7 @@ fn run(cfg: WorkerConfig, inbox: &FrameInbox, watch: &RunWatch, events: &Unbound
             let _ = events.send(skip(Skip::BadFrame(e.to_string())));
             continue;
         }
+        last_run = Some(seq);
         let run = watch.tracker().start(Instant::now());
         let outcome = p.infer(watch.options.get().expect("set when the policy loaded"));
         let cancelled = watch.tracker().finish(run);

@@ -197,6 +197,10 @@ def write_params(path: Path, params: dict, node_name: str = "mobile_vla") -> Pat
     return path
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes tens of seconds of real time (deselect with -m 'not slow')")
+
+
 @pytest.fixture
 def domain_id() -> int:
     return next_domain_id()

@@ -416,6 +416,10 @@ impl Watchdog {
             }
             None => {
                 match h.state {
+                    // A result that arrives while the policy cools down (a frame it
+                    // was handed before it failed) is no probe: probing starts after
+                    // the cool-down, on frames handed from then on.
+                    State::Failed { retry_at } if now < retry_at => return Verdict { drive: false, switch: None },
                     State::Failed { .. } => h.state = State::Probing { good: 1 },
                     State::Probing { good } => h.state = State::Probing { good: good + 1 },
                     _ => {}
@@ -579,6 +583,28 @@ mod tests {
         assert_eq!((s.from, s.to), (Some(Role::Fallback), Some(Role::Primary)));
         assert!(s.reason.contains("recovered"));
         assert!(w.verdict(Role::Primary, ok(10), t1).drive);
+    }
+
+    #[test]
+    fn a_good_result_during_the_cooldown_is_no_probe() {
+        // Found over ROS: after a hang, the frame handed to the hybrid during it
+        // ran at once, counted as a probe, and the hybrid was trusted again
+        // 10-60 ms after failing instead of after its cool-down.
+        let t0 = Instant::now();
+        let mut w = both_loaded(t0);
+        w.verdict(Role::Primary, Outcome::Timeout, t0);
+        for k in 1..=5 {
+            let v = w.verdict(Role::Primary, ok(10), t0 + k * 10 * MS);
+            assert!(!v.drive && v.switch.is_none(), "run {k} during the cool-down");
+        }
+        assert_eq!(w.report(Role::Primary).state, HealthState::CoolingDown);
+        assert_eq!(w.active(), Some(Role::Fallback));
+        let t1 = t0 + 1001 * MS;
+        for _ in 0..2 {
+            w.verdict(Role::Primary, ok(10), t1);
+        }
+        assert_eq!(w.active(), Some(Role::Fallback), "two probes of three");
+        assert!(w.verdict(Role::Primary, ok(10), t1).switch.is_some());
     }
 
     #[test]
