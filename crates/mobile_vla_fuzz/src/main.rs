@@ -5,12 +5,19 @@
 //! Targets: `image` (sensor_msgs/Image fields and data), `compressed`
 //! (CompressedImage: JPEG and PNG, bombs and truncations), `instruction`
 //! (the tokenizers and prompt layouts), `bag` (the report tool's MCAP and CDR
-//! reader). Each starts from its corpus (`crates/mobile_vla_fuzz/corpus/<target>/`:
-//! real frames, instructions, a recorded bag) and runs havoc mutations of it
-//! until the time or input budget is spent. A panic or an input running past
-//! the hang limit (2 s) is saved under `build/fuzz/<target>/` and ends the run
-//! with exit code 1; `tests/regressions.rs` replays every corpus file, so a
-//! crash copied into the corpus stays a regression test.
+//! reader), and their differential "good after bad" twins: `diff-image`,
+//! `diff-jpeg`, `diff-jpeg-reduced` (DCT-scaled), `diff-png`,
+//! `diff-instruction` and `diff-bag`, which follow every input with a
+//! known-good one and require bit for bit what a fresh instance gives it
+//! (`differential`). `all` runs every target, in that order. Each starts from
+//! its corpus (`crates/mobile_vla_fuzz/corpus/<folder>/`, a twin sharing its
+//! plain target's: real frames, instructions, a recorded bag) and runs havoc
+//! mutations of it until the time or input budget is spent. A panic or an
+//! input running past the hang limit (2 s) is saved under
+//! `build/fuzz/<target>/` and ends the run with exit code 1, saying whether
+//! the input alone fails a fresh target too (a differential failure may need
+//! earlier inputs); `tests/regressions.rs` replays every corpus file through
+//! every target, so a crash copied into the corpus stays a regression test.
 //!
 //! Not coverage-guided (that needs nightly's sanitizer flags here): the targets
 //! parse a structured header first, so mutations land on the fields that
@@ -25,10 +32,43 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mobile_vla_fuzz::differential::{BagAfter, CompressedAfter, InstructionAfter, RawAfter};
 use mobile_vla_fuzz::targets::{Bag, Compressed, Instruction, RawImage, Target};
 use mutate::{havoc, Rng};
 
 const HANG: Duration = Duration::from_secs(2);
+
+/// Every target, in the order `all` runs them.
+const TARGETS: [&str; 10] = [
+    "image",
+    "compressed",
+    "instruction",
+    "bag",
+    "diff-image",
+    "diff-jpeg",
+    "diff-jpeg-reduced",
+    "diff-png",
+    "diff-instruction",
+    "diff-bag",
+];
+
+/// A new target by name (an unknown name or unloadable models: the reason).
+fn make(name: &str) -> Result<Box<dyn Target>, String> {
+    let models = root().join("models");
+    Ok(match name {
+        "image" => Box::new(RawImage::default()),
+        "compressed" => Box::new(Compressed::default()),
+        "instruction" => Box::new(Instruction::bundled(&models).map_err(|e| format!("{name}: {e}"))?),
+        "bag" => Box::new(Bag),
+        "diff-image" => Box::new(RawAfter::default()),
+        "diff-jpeg" => Box::new(CompressedAfter::jpeg()),
+        "diff-jpeg-reduced" => Box::new(CompressedAfter::jpeg_reduced()),
+        "diff-png" => Box::new(CompressedAfter::png()),
+        "diff-instruction" => Box::new(InstructionAfter::bundled(&models).map_err(|e| format!("{name}: {e}"))?),
+        "diff-bag" => Box::new(BagAfter::default()),
+        other => return Err(format!("unknown target '{other}' ({}, all)", TARGETS.join(", "))),
+    })
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -68,7 +108,7 @@ type InFlight = Option<(Instant, Vec<u8>)>;
 /// Fuzzes one target; returns false on a crash (a hang ends the process).
 fn fuzz(target: &mut dyn Target, budget: &Budget) -> bool {
     let name = target.name();
-    let seeds = corpus(name);
+    let seeds = corpus(target.corpus());
     let mut rng = Rng::new(budget.seed ^ name.bytes().fold(0, |h, b| h * 31 + b as u64));
     // The hang watchdog: the input in flight and when it started, together, so
     // it never blames the next input for the previous one's time.
@@ -114,6 +154,7 @@ fn fuzz(target: &mut dyn Target, budget: &Budget) -> bool {
             let path = save(name, &input, "crash");
             let at = PANICKED_AT.lock().unwrap_or_else(|e| e.into_inner()).clone();
             eprintln!("{name}: CRASH after {n} inputs: {} at {at}; saved {}", msg.unwrap_or_default(), path.display());
+            eprintln!("{name}: {}", alone(name, &input));
             ok = false;
             break;
         }
@@ -122,13 +163,26 @@ fn fuzz(target: &mut dyn Target, budget: &Budget) -> bool {
     let _ = watchdog.join();
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "{name:<12} {n:>10} inputs in {secs:>7.1} s ({:>8.0}/s), {} seeds, slowest input {:.1} ms{}",
+        "{name:<17} {n:>10} inputs in {secs:>7.1} s ({:>8.0}/s), {} seeds, slowest input {:.1} ms{}",
         n as f64 / secs.max(1e-9),
         seeds.len(),
         slowest.as_secs_f64() * 1e3,
         if ok { "" } else { "  CRASH" }
     );
     ok
+}
+
+/// Whether `input` alone fails a fresh target (run once for each of its
+/// cases), or needed the inputs before it: the state a differential target
+/// found may have been left by any of them.
+fn alone(name: &str, input: &[u8]) -> String {
+    let Ok(mut fresh) = make(name) else { return String::from("no fresh target to replay the input on") };
+    for _ in 0..fresh.cases() {
+        if catch_unwind(AssertUnwindSafe(|| fresh.run(input))).is_err() {
+            return String::from("the saved input alone fails a fresh target too (a regression test as it is)");
+        }
+    }
+    String::from("the saved input alone passes on a fresh target: the failure needs earlier inputs as well")
 }
 
 /// Where the last panic happened: the fuzzer's own hook keeps it quiet (the
@@ -156,9 +210,11 @@ fn main() -> ExitCode {
             "--seed" => value("a number").and_then(|v| v.parse().map_err(|e| format!("--seed: {e}"))).map(|v| {
                 budget.seed = v;
             }),
-            "-h" | "--help" => Err(String::from(
-                "usage: mobile_vla_fuzz [image|compressed|instruction|bag|all ...] \
-                                                  [--seconds S] [--inputs N] [--seed X]",
+            "-h" | "--help" => Err(format!(
+                "usage: mobile_vla_fuzz [TARGET ...|all] [--seconds S] [--inputs N] [--seed X]\n\
+                 targets: {}\n\
+                 the diff-* targets follow every input with a known-good one and require what a fresh instance gives",
+                TARGETS.join(", ")
             )),
             _ => {
                 names.push(a.clone());
@@ -174,23 +230,19 @@ fn main() -> ExitCode {
         budget.seconds = 10.0;
     }
     if names.is_empty() || names.iter().any(|n| n == "all") {
-        names = ["image", "compressed", "instruction", "bag"].map(String::from).to_vec();
+        names = TARGETS.map(String::from).to_vec();
+    }
+    // A typo fails at once, not after the targets before it have run.
+    if let Some(bad) = names.iter().find(|n| !TARGETS.contains(&n.as_str())) {
+        eprintln!("unknown target '{bad}' ({}, all)", TARGETS.join(", "));
+        return ExitCode::from(2);
     }
     let mut ok = true;
     for name in &names {
-        let mut target: Box<dyn Target> = match name.as_str() {
-            "image" => Box::new(RawImage::default()),
-            "compressed" => Box::new(Compressed::default()),
-            "instruction" => match Instruction::bundled(&root().join("models")) {
-                Ok(t) => Box::new(t),
-                Err(e) => {
-                    eprintln!("instruction: {e}");
-                    return ExitCode::from(2);
-                }
-            },
-            "bag" => Box::new(Bag),
-            other => {
-                eprintln!("unknown target '{other}' (image, compressed, instruction, bag, all)");
+        let mut target = match make(name) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{e}");
                 return ExitCode::from(2);
             }
         };

@@ -5,6 +5,10 @@
 //! frame the preprocessor accepts yields finite tensors of the model's shape;
 //! an instruction always yields token rows of the manifest's length. It never
 //! decides whether a failure is acceptable: a panic is a bug, whatever the input.
+//!
+//! The input readers (`RawInput`, `CompressedInput`, `BagInput`, `ros_string`)
+//! are the one definition of each corpus folder's format: the differential
+//! targets (`differential`) read the same folders through them.
 
 use std::path::{Path, PathBuf};
 
@@ -13,12 +17,24 @@ use mobile_vla_core::preprocess::{
 };
 use mobile_vla_policy::manifest::{Manifest, Padding};
 use mobile_vla_policy::text::TextEncoder;
+use mobile_vla_report::cdr::Stats;
 
-/// One fuzz target: a name, its input size cap, and the function under test.
+/// One fuzz target: a name, its corpus, its input size cap, and the function under test.
 pub trait Target {
     fn name(&self) -> &'static str;
+    /// The folder of `corpus/` it starts from and replays. A target that reads
+    /// another's input format shares that one's folder (no corpus is copied).
+    fn corpus(&self) -> &'static str {
+        self.name()
+    }
     /// The longest input worth generating.
     fn max_len(&self) -> usize;
+    /// How many runs of one input check it every way this target can: a
+    /// differential target checks one known-good input per run, in turn, so
+    /// a corpus replay runs each file this many times.
+    fn cases(&self) -> usize {
+        1
+    }
     /// Runs one input; panics on a property violation.
     fn run(&mut self, data: &[u8]);
 }
@@ -60,9 +76,9 @@ fn specs() -> Vec<ImageSpec> {
 
 /// The node's preprocessor on the fuzzing specs, and the property an
 /// accepted frame must have: finite tensors of each input's shape.
-struct Frames {
-    pre: Preprocessor,
-    specs: Vec<ImageSpec>,
+pub(crate) struct Frames {
+    pub(crate) pre: Preprocessor,
+    pub(crate) specs: Vec<ImageSpec>,
 }
 
 impl Default for Frames {
@@ -92,7 +108,7 @@ impl Frames {
 
 /// A ROS string field's bytes as the node gets them from r2r: up to the first
 /// NUL (rcl's strings are C strings), and empty unless that is valid UTF-8.
-fn ros_string(bytes: &[u8]) -> String {
+pub fn ros_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     std::str::from_utf8(&bytes[..end]).unwrap_or("").to_owned()
 }
@@ -101,26 +117,25 @@ fn ros_string(bytes: &[u8]) -> String {
 pub const ENCODINGS: [&str; 10] =
     ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422", "yuv422_yuy2", "mono16", "bayer_rggb8", "16UC1"];
 
-/// `sensor_msgs/Image`: every field the node reads, and the data.
+/// A `sensor_msgs/Image` as the fuzz input spells it: every field the node
+/// reads, and the data.
 ///
 /// Input: width u16, height u16, step u32 (little-endian), an encoding
 /// selector (below `ENCODINGS.len()`: that one; above: the next bytes as
 /// the encoding string), then the data.
-#[derive(Default)]
-pub struct RawImage(Frames);
+pub struct RawInput<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub step: u32,
+    pub encoding: String,
+    pub data: &'a [u8],
+}
 
-impl Target for RawImage {
-    fn name(&self) -> &'static str {
-        "image"
-    }
-
-    fn max_len(&self) -> usize {
-        64 << 10
-    }
-
-    fn run(&mut self, data: &[u8]) {
+impl<'a> RawInput<'a> {
+    /// None when the input is shorter than its header.
+    pub fn read(data: &'a [u8]) -> Option<Self> {
         if data.len() < 9 {
-            return;
+            return None;
         }
         let width = u16::from_le_bytes([data[0], data[1]]) as u32;
         let height = u16::from_le_bytes([data[2], data[3]]) as u32;
@@ -132,7 +147,33 @@ impl Target for RawImage {
             let n = (sel - ENCODINGS.len()).min(data.len() - 9);
             (ros_string(&data[9..9 + n]), &data[9 + n..])
         };
-        let frame = RawFrame { width, height, encoding: &encoding, step, data: pixels };
+        Some(RawInput { width, height, step, encoding, data: pixels })
+    }
+
+    pub fn frame(&self) -> RawFrame<'_> {
+        RawFrame { width: self.width, height: self.height, encoding: &self.encoding, step: self.step, data: self.data }
+    }
+}
+
+/// The longest `image` input worth generating (a 40x30 RGBA seed is 4.8 KB).
+pub const RAW_MAX_LEN: usize = 64 << 10;
+
+/// `sensor_msgs/Image` through every resize path, in both resampling modes.
+#[derive(Default)]
+pub struct RawImage(Frames);
+
+impl Target for RawImage {
+    fn name(&self) -> &'static str {
+        "image"
+    }
+
+    fn max_len(&self) -> usize {
+        RAW_MAX_LEN
+    }
+
+    fn run(&mut self, data: &[u8]) {
+        let Some(input) = RawInput::read(data) else { return };
+        let frame = input.frame();
         for resampling in [Resampling::Exact, Resampling::Simd] {
             self.0.pre.set_resampling(resampling);
             if self.0.pre.raw(&frame).is_ok() {
@@ -142,14 +183,34 @@ impl Target for RawImage {
     }
 }
 
-/// `sensor_msgs/CompressedImage`: the format field and the stream (JPEG, PNG, anything).
+pub const FORMATS: [&str; 4] = ["jpeg", "png", "rgb8; jpeg compressed bgr8", ""];
+
+/// A `sensor_msgs/CompressedImage` as the fuzz input spells it: the format
+/// field and the stream (JPEG, PNG, anything), and the JPEG scaling to decode with.
 ///
 /// Input: a flags byte (bit 0: reduced JPEG scaling; bits 1-2: the format
 /// string), then the data.
+pub struct CompressedInput<'a> {
+    pub scaling: JpegScaling,
+    pub format: &'static str,
+    pub stream: &'a [u8],
+}
+
+impl<'a> CompressedInput<'a> {
+    /// None for an empty input.
+    pub fn read(data: &'a [u8]) -> Option<Self> {
+        let (&flags, stream) = data.split_first()?;
+        let scaling = if flags & 1 == 1 { JpegScaling::Reduced } else { JpegScaling::Full };
+        Some(CompressedInput { scaling, format: FORMATS[(flags as usize >> 1) & 3], stream })
+    }
+}
+
+/// The longest `compressed` input worth generating (the PNG bomb seed is 46 KB).
+pub const COMPRESSED_MAX_LEN: usize = 256 << 10;
+
+/// `sensor_msgs/CompressedImage`: JPEG and PNG, full and DCT-scaled, bombs and truncations.
 #[derive(Default)]
 pub struct Compressed(Frames);
-
-pub const FORMATS: [&str; 4] = ["jpeg", "png", "rgb8; jpeg compressed bgr8", ""];
 
 impl Target for Compressed {
     fn name(&self) -> &'static str {
@@ -157,14 +218,13 @@ impl Target for Compressed {
     }
 
     fn max_len(&self) -> usize {
-        256 << 10
+        COMPRESSED_MAX_LEN
     }
 
     fn run(&mut self, data: &[u8]) {
-        let Some((&flags, stream)) = data.split_first() else { return };
-        let scaling = if flags & 1 == 1 { JpegScaling::Reduced } else { JpegScaling::Full };
-        self.0.pre.set_jpeg_scaling(scaling);
-        if self.0.pre.compressed(FORMATS[(flags as usize >> 1) & 3], stream).is_ok() {
+        let Some(input) = CompressedInput::read(data) else { return };
+        self.0.pre.set_jpeg_scaling(input.scaling);
+        if self.0.pre.compressed(input.format, input.stream).is_ok() {
             self.0.check_tensors();
         }
     }
@@ -173,7 +233,7 @@ impl Target for Compressed {
 /// Instruction strings through the tokenizers and prompt layouts of the
 /// bundled manifests (the stand-ins' span layout, Kosmos-2's and CLIP's).
 pub struct Instruction {
-    encoders: Vec<TextEncoder>,
+    pub(crate) encoders: Vec<TextEncoder>,
 }
 
 impl Instruction {
@@ -190,9 +250,18 @@ impl Instruction {
     }
 
     pub fn bundled(models: &Path) -> Result<Self, String> {
-        Self::new(&[models.join("hybrid.json"), models.join("hf_tiny/hybrid/hybrid.json")])
+        Self::new(&Self::bundled_manifests(models))
+    }
+
+    /// The stand-in's manifest (span layout) and the tiny Hugging Face hybrid's (Kosmos-2 and CLIP).
+    pub fn bundled_manifests(models: &Path) -> Vec<PathBuf> {
+        vec![models.join("hybrid.json"), models.join("hf_tiny/hybrid/hybrid.json")]
     }
 }
+
+/// The node refuses longer instructions before they reach a tokenizer
+/// (instruction.max_bytes, 1024 by default).
+pub const INSTRUCTION_MAX_LEN: usize = 1024;
 
 impl Target for Instruction {
     fn name(&self) -> &'static str {
@@ -200,9 +269,7 @@ impl Target for Instruction {
     }
 
     fn max_len(&self) -> usize {
-        // The node refuses longer instructions before they reach a tokenizer
-        // (instruction.max_bytes, 1024 by default).
-        1024
+        INSTRUCTION_MAX_LEN
     }
 
     fn run(&mut self, data: &[u8]) {
@@ -220,9 +287,38 @@ impl Target for Instruction {
     }
 }
 
-/// The report tool's bag reader: an MCAP file, then the CDR payloads of `InferenceStats`.
+/// The topic the report tool reads.
+const STATS_TOPIC: &str = "/mobile_vla/inference_stats";
+
+/// The report tool's input as the fuzz input spells it: an MCAP file, or the
+/// CDR payload of one `InferenceStats`.
 ///
 /// Input: a selector byte (even: an MCAP file; odd: one CDR payload), then the bytes.
+pub enum BagInput<'a> {
+    Mcap(&'a [u8]),
+    Cdr(&'a [u8]),
+}
+
+impl<'a> BagInput<'a> {
+    /// None for an empty input.
+    pub fn read(data: &'a [u8]) -> Option<Self> {
+        let (&sel, bytes) = data.split_first()?;
+        Some(if sel % 2 == 0 { BagInput::Mcap(bytes) } else { BagInput::Cdr(bytes) })
+    }
+
+    /// What the report tool reads from it: every message on its topic (one for a payload).
+    pub fn decode(&self) -> Result<Vec<Stats>, mobile_vla_report::Error> {
+        match self {
+            BagInput::Mcap(bytes) => mobile_vla_report::bag::stats_in(bytes, STATS_TOPIC, "fuzz.mcap"),
+            BagInput::Cdr(bytes) => mobile_vla_report::cdr::decode(bytes).map(|s| vec![s]),
+        }
+    }
+}
+
+/// The longest `bag` input worth generating (the recorded bag is 6.4 KB).
+pub const BAG_MAX_LEN: usize = 64 << 10;
+
+/// The report tool's bag reader: MCAP files and the CDR payloads of `InferenceStats`.
 pub struct Bag;
 
 impl Target for Bag {
@@ -231,15 +327,12 @@ impl Target for Bag {
     }
 
     fn max_len(&self) -> usize {
-        64 << 10
+        BAG_MAX_LEN
     }
 
     fn run(&mut self, data: &[u8]) {
-        let Some((&sel, bytes)) = data.split_first() else { return };
-        if sel % 2 == 0 {
-            let _ = mobile_vla_report::bag::stats_in(bytes, "/mobile_vla/inference_stats", "fuzz.mcap");
-        } else {
-            let _ = mobile_vla_report::cdr::decode(bytes);
+        if let Some(input) = BagInput::read(data) {
+            let _ = input.decode();
         }
     }
 }
