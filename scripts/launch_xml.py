@@ -5,7 +5,7 @@
 wheels, so the tests and scripts/run.sh use this interpreter instead: it parses
 the launch file, resolves `$(var ...)`, `$(find-pkg-share ...)` and `$(env ...)`
 against the real colcon install, and builds exactly the command launch_ros
-builds (`<exec> --ros-args -r __node:=... -r __ns:=... --params-file ... -r a:=b`),
+builds (`[launch-prefix] <exec> --ros-args -r __node:=... -r __ns:=... --params-file ... -r a:=b`),
 in the environment its `<set_env>` actions (with `if` / `unless`) give it,
 and the command of every enabled `<executable>` (the optional recorder).
 Anything outside that subset is an error, so the launch file cannot drift into
@@ -110,7 +110,8 @@ def node_command(el: ET.Element, args: dict[str, str]) -> list[str]:
     exe = os.path.join(find_pkg_prefix(pkg), "lib", pkg, substitute(el.get("exec"), args))
     if not os.access(exe, os.X_OK):
         raise LaunchError(f"executable not found: {exe}")
-    cmd = [exe, "--ros-args"]
+    # launch_ros's launch-prefix (gdb, valgrind, heaptrack, ...): words put before the executable.
+    cmd = [*shlex.split(substitute(el.get("launch-prefix"), args)), exe, "--ros-args"]
     if el.get("name"):
         cmd += ["-r", f"__node:={substitute(el.get('name'), args)}"]
     ns = substitute(el.get("namespace"), args)
@@ -150,7 +151,7 @@ def main(argv: list[str]) -> int:
             return 2
     if len(commands) == 1:
         cmd, env = commands[0]
-        os.execve(cmd[0], cmd, {**os.environ, **env})
+        os.execvpe(cmd[0], cmd, {**os.environ, **env})
     procs = [subprocess.Popen(cmd, env={**os.environ, **env}) for cmd, env in commands]
 
     def forward(sig, _frame):

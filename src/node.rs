@@ -722,6 +722,7 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files, check: Check
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / config.output.rate_hz));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut trim_tick = tokio::time::interval(crate::heap::TRIM_PERIOD);
 
     loop {
         tokio::select! {
@@ -730,6 +731,7 @@ pub async fn run(mut node: r2r::Node, config: Config, files: Files, check: Check
                 shell.publish_status(false);
                 shell.publish_diagnostics();
             }
+            _ = trim_tick.tick() => crate::heap::release_freed(),
             Some(frame) = frames.next() => shell.on_frame(frame),
             Some(t) = sim_clock.next() => shell.clock.set_sim_time(t.clock),
             Some(msg) = instructions.next() => {

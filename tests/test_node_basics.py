@@ -215,6 +215,17 @@ def test_launch_file_describes_the_installed_node_and_params_file():
     assert "__ns:=" not in " ".join(cmd)  # no namespace by default
 
 
+def test_launch_prefix_runs_the_node_under_the_given_command(peer, run_node):
+    # launch_ros's launch-prefix: the words go before the executable (gdb, valgrind, heaptrack, ...).
+    cmd, env = launch_command("launch_prefix:=nice -n 5")
+    assert cmd[:4] == ["nice", "-n", "5", str(NODE_EXE)], cmd
+    assert launch_command()[0][0] == str(NODE_EXE)
+    node = run_node(cmd=cmd, env=env)
+    assert peer.wait_for_node("mobile_vla", "/"), node.output()
+    assert wait_for(lambda: "ready: zero velocity" in node.output(), 10), node.output()
+    assert node.stop() == 0
+
+
 def test_launch_record_records_the_topics_the_node_really_has(peer, run_node):
     from rclpy.expand_topic_name import expand_topic_name
 
