@@ -4,10 +4,14 @@
 `launch` and `launch_ros` cannot be installed where ROS 2 comes from PyPI
 wheels, so the tests and scripts/run.sh use this interpreter instead: it parses
 the launch file, resolves `$(var ...)`, `$(find-pkg-share ...)` and `$(env ...)`
-against the real colcon install, and builds exactly the command launch_ros
-builds (`[launch-prefix] <exec> --ros-args -r __node:=... -r __ns:=... --params-file ... -r a:=b`),
+against the real colcon install, and builds the node's command as launch_ros
+does (`[launch-prefix] <exec> --ros-args -r __node:=... -r __ns:=... --params-file ... -r a:=b`),
 in the environment its `<set_env>` actions (with `if` / `unless`) give it,
 and the command of every enabled `<executable>` (the optional recorder).
+Two differences of form, with the same effect on the node: launch_ros writes
+`<param name= value=>` entries to temporary params files where this passes
+`-p name:=value`, and adds `-r __ns:=/` for an empty namespace where this adds
+nothing.
 Anything outside that subset is an error, so the launch file cannot drift into
 something this interpreter silently ignores.
 

@@ -14,8 +14,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mobile_vla_core::preprocess::{JpegScaling, RawFrame, Resampling};
-use mobile_vla_policy::inspect::{write_inputs, Frame};
+use mobile_vla_policy::inspect::write_inputs;
+use mobile_vla_vision::{Image, JpegScaling, RawFrame, Resampling};
 
 const USAGE: &str =
     "usage: mobile_vla_inputs MANIFEST FRAME [--raw WIDTHxHEIGHT ENCODING] [--jpeg-scaling full|reduced] \
@@ -85,11 +85,11 @@ fn main() -> ExitCode {
     let frame = match &args.raw {
         Some((w, h, encoding)) => {
             let step = if h * w == 0 { 0 } else { (data.len() / *h as usize) as u32 };
-            Frame::Raw(RawFrame { width: *w, height: *h, encoding, step, data: &data })
+            Image::Raw(RawFrame { width: *w, height: *h, encoding, step, data: &data })
         }
         None => {
             let format = args.frame.extension().and_then(|e| e.to_str()).unwrap_or("jpeg");
-            Frame::Compressed { format, data: &data }
+            Image::Compressed { format, data: &data }
         }
     };
     match write_inputs(&args.manifest, &frame, args.jpeg_scaling, args.resampling, &args.instruction, &args.out) {

@@ -8,6 +8,7 @@
 //! It never interprets the pixels (that is the preprocessor's job) and never
 //! trusts the C message's lengths beyond what rmw allocated.
 
+use mobile_vla_vision::{Image, RawFrame};
 use r2r::sensor_msgs::msg as sensor;
 use r2r::std_msgs::msg::Header;
 use r2r::{NativeMsg as WrappedNativeMsg, WrappedTypesupport};
@@ -86,6 +87,16 @@ impl Frame {
             Bytes::Compressed(Native(m))
         };
         Frame { header, kind, bytes }
+    }
+
+    /// The frame as the preprocessor takes it.
+    pub fn image(&self) -> Image<'_> {
+        match &self.kind {
+            Kind::Raw { width, height, step, encoding } => {
+                Image::Raw(RawFrame { width: *width, height: *height, encoding, step: *step, data: self.data() })
+            }
+            Kind::Compressed { format } => Image::Compressed { format, data: self.data() },
+        }
     }
 
     /// The pixel data (raw rows, or the compressed stream).

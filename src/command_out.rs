@@ -4,8 +4,8 @@
 //! conversions between ROS twists, policy actions and the mux's velocities.
 //! It publishes what it is given; deciding what that is happens elsewhere.
 
-use mobile_vla_core::command_mux::Velocity;
 use mobile_vla_core::config::OutputConfig;
+use mobile_vla_core::vocab::Velocity;
 use r2r::{geometry_msgs::msg as geo, std_msgs::msg as std_msg, QosProfile};
 
 use crate::ros_clock::NodeClock;

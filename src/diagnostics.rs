@@ -4,11 +4,15 @@
 //! core reports and decides nothing about motion.
 
 use mobile_vla_core::camera_rate::CameraReport;
+use mobile_vla_core::config::Provider;
 use mobile_vla_core::control::{Controller, NodeState, StatusView};
 use mobile_vla_core::lifecycle;
-use mobile_vla_core::watchdog::{ByRole, Role, Watchdog};
-use mobile_vla_policy::policy::Providers;
+use mobile_vla_core::vocab::{ByRole, Role};
+use mobile_vla_core::watchdog::Watchdog;
+use mobile_vla_policy::providers::OrtName;
+use mobile_vla_policy::runner::Loaded;
 use mobile_vla_policy::runtime::RuntimeInfo;
+use mobile_vla_policy::session::Providers;
 use r2r::{
     builtin_interfaces::msg::Time,
     diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue},
@@ -20,7 +24,8 @@ use r2r::{
 #[derive(Default, Clone)]
 pub struct PolicyInfo {
     pub manifest: String,
-    pub requested: Vec<String>,
+    /// The execution providers the parameters ask for, in order.
+    pub requested: Vec<Provider>,
     pub provider: String,
     pub loaded: bool,
     pub takes_instruction: bool,
@@ -31,6 +36,21 @@ pub struct PolicyInfo {
 }
 
 impl PolicyInfo {
+    /// What a load reported.
+    pub fn loaded_as(&mut self, providers: Providers, loaded: Loaded) {
+        self.loaded = true;
+        self.takes_instruction = loaded.takes_instruction;
+        self.runtime = Some(loaded.runtime);
+        self.provider = providers.main();
+        self.providers = Some(providers);
+    }
+
+    /// The policy was unloaded (a cleanup).
+    pub fn unloaded(&mut self) {
+        self.loaded = false;
+        self.providers = None;
+    }
+
     /// One line: the node counts per provider, or why they are unknown.
     fn node_assignment(&self) -> String {
         match (&self.providers, &self.runtime) {
@@ -64,7 +84,7 @@ fn policy_status(wd: &Watchdog, r: Role, info: &PolicyInfo) -> vla::PolicyStatus
         loaded: info.loaded,
         healthy: h.healthy,
         takes_instruction: info.takes_instruction,
-        requested_providers: info.requested.clone(),
+        requested_providers: info.requested.iter().map(|p| p.ort_name().to_string()).collect(),
         execution_provider: info.provider.clone(),
         registered_providers: info
             .providers
@@ -95,7 +115,7 @@ pub fn status(
     vla::Status {
         stamp,
         state: state_name(view.state),
-        reason: view.reason.clone(),
+        reason: view.reason.to_string(),
         active_policy: view.active_policy.map(Role::name).unwrap_or_default().into(),
         active_source: view.source.map(|s| mux.source_name(s)).unwrap_or_default().into(),
         active_lock: view.lock.map(|l| mux.lock_name(l)).unwrap_or_default().into(),

@@ -20,7 +20,8 @@ mod ros_params;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mobile_vla_core::config::Config;
+use mobile_vla_core::config::{check_action_range, ActionClip, Config, ConfigError};
+use mobile_vla_core::vocab::{ByRole, Role};
 use tracing::{error, info, warn};
 
 const NODE_NAME: &str = "mobile_vla";
@@ -35,9 +36,67 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
+    let (ros_node, fqn) = match start_ros() {
+        Ok(started) => started,
+        Err(code) => return code,
+    };
+    let (config, manifests, clips) = match configure(&ros_node, &fqn) {
+        Ok(configured) => configured,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if std::env::args().any(|a| a == "--build-engines") {
+        return build_engines(&config, &manifests);
+    }
+    info!(node = %fqn, share = %share_dir().display(), "starting with {config:?}");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("could not start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let run = std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async move { node::run(ros_node, config, manifests, clips, shutdown()?).await })
+    });
+    match std::panic::catch_unwind(run) {
+        Ok(Ok(())) => {
+            info!("shut down cleanly");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            error!("{e:#}");
+            ExitCode::from(1)
+        }
+        Err(_) => {
+            // The zero went out as the shell unwound; the rcl node lives on in its
+            // spin thread while it is delivered.
+            std::thread::sleep(node::FINAL_ZERO_GRACE);
+            ExitCode::from(101)
+        }
+    }
+}
+
+/// SIGINT or SIGTERM, by name: created before the loop, so a signal that
+/// arrives while it is busy is not lost.
+fn shutdown() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut sigint, mut sigterm) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+    Ok(async move {
+        tokio::select! {
+            _ = sigint.recv() => "SIGINT",
+            _ = sigterm.recv() => "SIGTERM",
+        }
+    })
+}
+
+/// rcl from the command line, and the node; on failure, the exit code (the reason is logged).
+fn start_ros() -> Result<(r2r::Node, String), ExitCode> {
     if let Err(e) = ros_params::check_params_files(std::env::args()) {
         error!("{e}");
-        return ExitCode::from(2);
+        return Err(ExitCode::from(2));
     }
     // r2r panics when rcl refuses the arguments (a malformed params file, say):
     // that is one error line naming rcl's reason, not a panic report.
@@ -53,78 +112,50 @@ fn main() -> ExitCode {
         Ok(Ok(ctx)) => ctx,
         Ok(Err(e)) => {
             error!("could not initialise ROS 2 (rcl_init: {e}); check the --ros-args");
-            return ExitCode::from(1);
+            return Err(ExitCode::from(1));
         }
         Err(panic) => {
             let why =
                 panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied());
             error!("could not initialise ROS 2: {}; check the --ros-args", why.unwrap_or("rcl_init failed"));
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
     };
-    let ros_node = match r2r::Node::create(ctx, NODE_NAME, "") {
-        Ok(n) => n,
-        Err(e) => {
-            error!("could not create node '{NODE_NAME}': {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let fqn = ros_node.fully_qualified_name().unwrap_or_else(|_| NODE_NAME.into());
-    let name = ros_node.name().unwrap_or_else(|_| NODE_NAME.into());
-    for unmatched in ros_params::unmatched_params_files(std::env::args(), &name, &fqn) {
+    let node = r2r::Node::create(ctx, NODE_NAME, "").map_err(|e| {
+        error!("could not create node '{NODE_NAME}': {e}");
+        ExitCode::from(1)
+    })?;
+    let fqn = node.fully_qualified_name().unwrap_or_else(|_| NODE_NAME.into());
+    Ok((node, fqn))
+}
+
+/// The validated configuration, the manifests it names, and their action
+/// clips (read once: every later `ros2 param set` is checked against them).
+fn configure(node: &r2r::Node, fqn: &str) -> Result<(Config, ByRole<PathBuf>, Vec<ActionClip>), ConfigError> {
+    let name = node.name().unwrap_or_else(|_| NODE_NAME.into());
+    for unmatched in ros_params::unmatched_params_files(std::env::args(), &name, fqn) {
         warn!("{unmatched}");
     }
-    let config = match Config::from_params(&ros_params::flat_params(&ros_node)) {
-        Ok(c) => c,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let share = share_dir();
-    let files = match config.resolve_files(&share) {
-        Ok((hybrid_manifest, pure_manifest)) => node::Files { hybrid_manifest, pure_manifest },
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Err(e) = check_action_range(&config, &files) {
-        error!("{e}");
-        return ExitCode::from(2);
-    }
-    if std::env::args().any(|a| a == "--build-engines") {
-        return build_engines(&config, &files);
-    }
-    info!(node = %fqn, share = %share.display(), "starting with {config:?}");
-
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("could not start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    // Parameters set at runtime get the start-up checks, the node's own included.
-    let manifests =
-        node::Files { hybrid_manifest: files.hybrid_manifest.clone(), pure_manifest: files.pure_manifest.clone() };
-    let check: mobile_vla_core::params::Check = Box::new(move |c| check_action_range(c, &manifests));
-    match runtime.block_on(node::run(ros_node, config, files, check)) {
-        Ok(()) => {
-            info!("shut down cleanly");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            error!("{e:#}");
-            ExitCode::from(1)
-        }
-    }
+    let config = Config::from_params(&ros_params::flat_params(node))?;
+    let (hybrid_manifest, pure_manifest) = config.resolve_files(&share_dir())?;
+    let manifests = ByRole::new(hybrid_manifest, pure_manifest);
+    // Manifests that do not load are left to the policy's load, which reports them.
+    let clips: Vec<ActionClip> = Role::ALL
+        .iter()
+        .filter_map(|&role| {
+            let path = &manifests[role];
+            let m = mobile_vla_policy::manifest::Manifest::load(path).ok()?;
+            Some(ActionClip { manifest: path.display().to_string(), clip: m.manifest.action.clip })
+        })
+        .collect();
+    check_action_range(&config, &clips)?;
+    Ok((config, manifests, clips))
 }
 
 /// `--build-engines`: builds the precompiled TensorRT engines of both
 /// policies (see `mobile_vla_policy::engine`) with the node's own parameters,
 /// then exits: 0 when every TensorRT stage was built, 1 otherwise.
-fn build_engines(config: &Config, files: &node::Files) -> ExitCode {
+fn build_engines(config: &Config, manifests: &ByRole<PathBuf>) -> ExitCode {
     let library = Some(&config.policy.onnxruntime_library).filter(|s| !s.is_empty()).map(PathBuf::from);
     let runtime = match mobile_vla_policy::runtime::init_runtime(library.as_deref()) {
         Ok(r) => r,
@@ -134,11 +165,10 @@ fn build_engines(config: &Config, files: &node::Files) -> ExitCode {
         }
     };
     let mut ok = true;
-    for (name, manifest, model) in
-        [("hybrid", &files.hybrid_manifest, &config.policy.hybrid), ("pure", &files.pure_manifest, &config.policy.pure)]
-    {
+    for role in Role::ALL {
+        let name = role.name();
         info!(policy = name, "building TensorRT engines (minutes on an Orin)");
-        match mobile_vla_policy::policy::build_engines(&runtime, manifest, model) {
+        match mobile_vla_policy::session::build_engines(&runtime, &manifests[role], config.policy.model(role)) {
             Ok(lines) => lines.iter().for_each(|l| info!(policy = name, "{l}")),
             Err(e) => {
                 error!(policy = name, "{e}");
@@ -151,32 +181,6 @@ fn build_engines(config: &Config, files: &node::Files) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
-}
-
-/// `watchdog.max_abs_action` judges the raw action, before the manifest's
-/// clip: at or below the clip it would fail the policy on actions the model
-/// is documented to produce, and the clip would never act. Manifests that do
-/// not load are left to the policy's load, which reports them.
-fn check_action_range(config: &Config, files: &node::Files) -> Result<(), mobile_vla_core::config::ConfigError> {
-    let max_abs = config.watchdog.max_abs_action;
-    for path in [&files.hybrid_manifest, &files.pure_manifest] {
-        let Ok(m) = mobile_vla_policy::manifest::Manifest::load(path) else {
-            continue;
-        };
-        let clip = m.manifest.action.clip;
-        if clip.iter().any(|c| max_abs <= *c as f64) {
-            return Err(mobile_vla_core::config::ConfigError {
-                key: "watchdog.max_abs_action".into(),
-                value: max_abs.to_string(),
-                allowed: format!(
-                    "a value above every action.clip {clip:?} of {}: the invalid-output check judges the action \
-                     before that clip, so at or below it the clip never acts",
-                    path.display()
-                ),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// The package's share directory: beside the installed binary

@@ -9,8 +9,9 @@
 //! applies what it accepted.
 
 use futures::stream::{BoxStream, StreamExt};
+use mobile_vla_core::config::schema::Range;
 use mobile_vla_core::config::Config;
-use mobile_vla_core::params::{Change, ParamTable, Range};
+use mobile_vla_core::params::{Change, ParamTable};
 use r2r::rcl_interfaces::{msg as rcl, srv};
 use r2r::{QosProfile, ServiceRequest};
 use serde_json::{json, Value};

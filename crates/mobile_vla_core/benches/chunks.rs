@@ -17,10 +17,11 @@
 use std::time::{Duration, Instant};
 
 use mobile_vla_core::chunk::Playback;
-use mobile_vla_core::command_mux::{LockSpec, SourceSpec, Velocity};
-use mobile_vla_core::control::{ControlConfig, Controller, FallbackMode, Freshness, RunOutcome, RunResult};
+use mobile_vla_core::command_mux::{LockSpec, SourceSpec};
+use mobile_vla_core::control::{ControlConfig, Controller, FallbackMode, RunOutcome, RunResult};
 use mobile_vla_core::limits::Limits;
-use mobile_vla_core::watchdog::{Role, WatchdogConfig};
+use mobile_vla_core::vocab::{Freshness, Role, Velocity};
+use mobile_vla_core::watchdog::WatchdogConfig;
 
 const ROS0: f64 = 1000.0;
 const PERIOD: f64 = 0.1;

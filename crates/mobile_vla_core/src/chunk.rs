@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 
-use crate::command_mux::Velocity;
+use crate::vocab::Velocity;
 
 /// How a policy's chunks become commands.
 #[derive(Debug, Clone, Copy, PartialEq)]

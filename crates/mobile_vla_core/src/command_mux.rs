@@ -10,29 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-/// A velocity command: linear.x, linear.y (omni base), angular.z.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Velocity {
-    pub x: f64,
-    pub y: f64,
-    pub wz: f64,
-}
-
-impl Velocity {
-    pub const ZERO: Velocity = Velocity { x: 0.0, y: 0.0, wz: 0.0 };
-
-    pub fn is_finite(&self) -> bool {
-        self.x.is_finite() && self.y.is_finite() && self.wz.is_finite()
-    }
-
-    pub fn axes(&self) -> [f64; 3] {
-        [self.x, self.y, self.wz]
-    }
-
-    pub fn from_axes(a: [f64; 3]) -> Self {
-        Velocity { x: a[0], y: a[1], wz: a[2] }
-    }
-}
+use crate::vocab::Velocity;
 
 /// A command source of the mux, by its position in the configured list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,8 +1,14 @@
-//! Pure, synchronous decision logic of the mobile_vla node.
+//! Pure, synchronous decisions of the mobile_vla node, and the words they share.
 //!
-//! Nothing in this crate talks to ROS, ONNX Runtime or the robot: every module
-//! is plain data in, plain data out, driven by unit tests. The node's async
-//! shell moves messages between rcl and these cores.
+//! Nothing in this crate talks to ROS, ONNX Runtime, threads or the robot,
+//! and none of it is foreign code: every module is plain data in, plain data
+//! out (it logs its decisions through `tracing`), driven by unit tests.
+//! `vocab` holds the shared words; `config` and `params` the parameters;
+//! `control` every decision between the inputs and `cmd_vel`, from the
+//! `watchdog`, `command_mux`, `limits`, `chunk` and `clock_jump` cores;
+//! `pipeline` routes frames and tasks to the policies' workers as the control
+//! core decides; `lifecycle` is the managed-node state machine. The node's
+//! shell, and the evaluation tool, carry out what these decide.
 
 pub mod camera_rate;
 pub mod chunk;
@@ -14,7 +20,8 @@ pub mod inbox;
 pub mod lifecycle;
 pub mod limits;
 pub mod params;
-pub mod preprocess;
+pub mod pipeline;
 pub mod run_tracker;
 pub mod throttle;
+pub mod vocab;
 pub mod watchdog;

@@ -8,10 +8,13 @@
 //! shell (load or unload the models, open or close the command output) and
 //! finished with its outcome ([`Lifecycle::finish`]); a failed transition
 //! returns to the state it started from (the shell's work never raises an
-//! error, so error processing is listed but never entered). What each state
+//! error, so error processing is listed but never entered). A configure
+//! succeeds when the primary policy loads ([`Configuring`]). What each state
 //! lets drive is the control core's job.
 
 use std::fmt;
+
+use crate::vocab::Role;
 
 /// `lifecycle_msgs/State` ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +207,30 @@ impl Lifecycle {
     }
 }
 
+/// A configure waiting for its policies' loads. The primary policy must
+/// load for the configure to succeed; the fallback may fail (the watchdog
+/// reports it, and the node runs on the primary alone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Configuring {
+    waiting: Vec<Role>,
+}
+
+impl Configuring {
+    /// A configure that started the workers of `roles`.
+    pub fn new(roles: Vec<Role>) -> Self {
+        Self { waiting: roles }
+    }
+
+    /// `role`'s load ended (`ok`: loaded); the configure's outcome once it is decided.
+    pub fn loaded(&mut self, role: Role, ok: bool) -> Option<Outcome> {
+        self.waiting.retain(|r| *r != role);
+        if !ok && role == Role::Primary {
+            return Some(Outcome::Failure);
+        }
+        self.waiting.is_empty().then_some(Outcome::Success)
+    }
+}
+
 fn success_goal(work: Work) -> State {
     match work {
         Work::Configure | Work::Deactivate => State::Inactive,
@@ -228,6 +255,18 @@ fn result_id(work: Work, offset: u8) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configure_needs_the_primary_loaded_and_waits_for_every_load() {
+        let mut c = Configuring::new(vec![Role::Primary, Role::Fallback]);
+        assert_eq!(c.loaded(Role::Primary, true), None, "the fallback is still loading");
+        assert_eq!(c.loaded(Role::Fallback, false), Some(Outcome::Success), "the fallback may fail");
+        let mut c = Configuring::new(vec![Role::Primary, Role::Fallback]);
+        assert_eq!(c.loaded(Role::Fallback, true), None);
+        assert_eq!(c.loaded(Role::Primary, false), Some(Outcome::Failure));
+        let mut c = Configuring::new(vec![Role::Primary, Role::Fallback]);
+        assert_eq!(c.loaded(Role::Primary, false), Some(Outcome::Failure), "no need to wait for the fallback");
+    }
 
     #[test]
     fn the_full_cycle_goes_through_every_transition_state() {

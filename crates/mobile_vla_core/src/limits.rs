@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use crate::command_mux::Velocity;
+use crate::vocab::Velocity;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {

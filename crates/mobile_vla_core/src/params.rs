@@ -5,26 +5,22 @@
 //! `mux.sources.joystick.timeout_s`, ...) that `ros2 param list/get/describe`
 //! shows, every parameter's descriptor (description, read-only, range), and
 //! setting: a change is applied to a copy of the parameters and validated
-//! exactly as at start-up ([`Config::from_params`] plus the node's own checks);
+//! exactly as at start-up ([`Config::from_params`] plus the bound against the
+//! manifests' clips);
 //! if anything is wrong nothing changes and the one-line reason names the key.
 //! Read-only parameters (models, providers, topics: what only a restart can
 //! change) refuse every set, and so does a set the running node vetoes (one
 //! that would weaken an engaged lock). A refused set leaves nothing half
-//! applied: the next set is judged against the parameters as they were. It never talks to ROS: the shell turns requests
-//! into calls here and the accepted [`Config`] into the cores' settings.
+//! applied: the next set is judged against the parameters as they were. It
+//! never talks to ROS: the shell turns requests into calls here and the
+//! accepted [`Config`] into the cores' settings.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::config::{Config, ConfigError};
-
-/// A numeric range, as `rcl_interfaces/ParameterDescriptor` carries it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Range {
-    Float { from: f64, to: f64 },
-    Integer { from: i64, to: i64 },
-}
+use crate::config::schema::{self, Range};
+use crate::config::{check_action_range, ActionClip, Config};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Descriptor {
@@ -41,137 +37,20 @@ pub struct Change {
     pub new: Value,
 }
 
-/// The node's own checks beyond the configuration's (e.g. the watchdog's
-/// bound against the manifests' clips).
-pub type Check = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send>;
-
 pub struct ParamTable {
     config: Config,
     flat: BTreeMap<String, Value>,
-    check: Check,
+    /// The policies' action clips, read at start: `watchdog.max_abs_action` must stay above them.
+    clips: Vec<ActionClip>,
 }
 
-/// What may change while the node runs: the output stage, the mux, the
-/// watchdog's thresholds, freshness and rates. Everything else is read-only.
 fn runtime(name: &str) -> bool {
-    let parts: Vec<&str> = name.split('.').collect();
-    match parts.as_slice() {
-        ["limits", _] => true,
-        ["mux", "autonomy_priority"] => true,
-        ["mux", "sources" | "locks", _, "priority" | "timeout_s"] => true,
-        ["watchdog", k] => !matches!(*k, "fallback_enabled" | "lazy_fallback" | "start_timeout_s"),
-        ["camera", "max_age_s" | "max_future_s"] => true,
-        ["output", "rate_hz"] | ["policy", "command_timeout_s"] | ["instruction", "max_bytes"] => true,
-        _ => false,
-    }
-}
-
-/// The description of every parameter (its section's, for the per-source and per-policy ones).
-fn description(name: &str) -> &'static str {
-    let parts: Vec<&str> = name.split('.').collect();
-    let tail = parts.last().copied().unwrap_or("");
-    match (parts.first().copied().unwrap_or(""), parts.get(1).copied(), tail) {
-        ("camera", _, "topic") => "base image topic",
-        ("camera", _, "transport") => "raw (sensor_msgs/Image) or compressed (<topic>/compressed)",
-        ("camera", _, "max_age_s") => "older frames never drive the robot (s)",
-        ("camera", _, "max_future_s") => "frames stamped further ahead of the node's clock are refused (s)",
-        ("camera", _, "max_width" | "max_height") => "larger frames are refused before decoding (pixels)",
-        ("camera", _, "jpeg_scaling") => "full (every pixel, exact with the processors) or reduced (DCT-scaled decode)",
-        ("camera", _, "resampling") => "exact (Pillow's arithmetic) or simd (8-bit SIMD, within two grey levels)",
-        ("instruction", _, "topic") => "natural-language task topic",
-        ("instruction", _, "max_bytes") => "longer instructions are refused",
-        ("output", _, "topic") => "velocity command output",
-        ("output", _, "stamped") => "publish TwistStamped instead of Twist",
-        ("output", _, "frame_id") => "frame of stamped commands",
-        ("output", _, "rate_hz") => "fixed command rate (Hz)",
-        ("policy", Some("onnxruntime_library"), _) => "libonnxruntime.so to load (empty: $ORT_DYLIB_PATH)",
-        ("policy", Some("command_timeout_s"), _) => "a policy action older than this stops driving (s)",
-        ("policy", _, "manifest") => "model manifest (relative: to the package share directory)",
-        ("policy", _, "providers") => "execution providers, in order (tensorrt, cuda, cpu)",
-        ("policy", _, "require_provider") => "refuse the model unless the first provider gets min_provider_share of it",
-        ("policy", _, "min_provider_share") => "share of graph nodes the first provider must get",
-        ("policy", _, "cpu_threads") => "CPU intra-op threads",
-        ("policy", _, "device_id") => "GPU index",
-        ("policy", Some(_), _) => "TensorRT option (see the README)",
-        ("watchdog", _, "deadline_s") => "per-frame budget (s)",
-        ("watchdog", _, "consecutive_misses") => "this many late results in a row fail the policy over",
-        ("watchdog", _, "window_misses") => "this many late results of the last `window` fail it over",
-        ("watchdog", _, "window") => "results counted for window_misses",
-        ("watchdog", _, "hard_timeout_s") => "a run past this is cancelled as a hang (s)",
-        ("watchdog", _, "max_abs_action") => "a larger proposed |velocity| (before the clip) is invalid output",
-        ("watchdog", _, "cooldown_s") => "a failed policy rests this long before probing (s)",
-        ("watchdog", _, "max_cooldown_s") => "the cool-down doubles up to this after repeated failures (s)",
-        ("watchdog", _, "recovery_successes") => "good probe results in a row that restore a policy",
-        ("watchdog", _, "stable_after_s") => "healthy this long resets the cool-down (s)",
-        ("watchdog", _, "start_timeout_s") => {
-            "at start, the fallback may drive after this if the hybrid still loads (s)"
-        }
-        ("watchdog", _, "fallback_enabled") => "use the pure policy as fallback",
-        ("watchdog", _, "lazy_fallback") => "load the fallback only when first needed",
-        ("mux", Some("autonomy_priority"), _) => "priority of the policy's commands",
-        ("mux", Some("sources"), "topic") => "command source topic (Twist or TwistStamped)",
-        ("mux", Some("sources"), "priority") => "higher wins",
-        ("mux", Some("sources"), "timeout_s") => "silence for this long hands control back (s)",
-        ("mux", Some("sources"), "stamped") => "TwistStamped instead of Twist",
-        ("mux", Some("locks"), "topic") => "std_msgs/Bool lock topic (true = engaged)",
-        ("mux", Some("locks"), "priority") => "silences every source whose priority is not above it",
-        ("mux", Some("locks"), "timeout_s") => "no message for this long engages the lock (0: never)",
-        ("limits", _, "max_velocity") => "per-axis limits [linear.x, linear.y, angular.z] (m/s, m/s, rad/s)",
-        ("limits", _, "max_accel") => "per-axis acceleration limits, away from zero (0: unlimited)",
-        ("limits", _, "max_decel") => "per-axis deceleration limits, towards zero (0: unlimited)",
-        ("limits", _, "deadband") => "smaller targets count as zero",
-        ("limits", _, "scale_velocities") => "scale all axes together while one is ramp-limited",
-        ("use_sim_time", _, _) => "follow /clock (set at start)",
-        ("managed", _, _) => "a managed (lifecycle) node: unconfigured until ~/change_state configures it",
-        _ => "",
-    }
-}
-
-/// The range `validate` enforces, for the numeric scalars that have one.
-fn range(name: &str, value: &Value) -> Option<Range> {
-    let tail = name.rsplit('.').next().unwrap_or(name);
-    if !value.is_number() {
-        return None;
-    }
-    Some(match tail {
-        "priority" | "autonomy_priority" => Range::Integer { from: 0, to: 255 },
-        "consecutive_misses" | "window_misses" | "window" | "recovery_successes" => {
-            Range::Integer { from: 0, to: 10_000 }
-        }
-        "max_bytes" => Range::Integer { from: 1, to: 1 << 20 },
-        "max_future_s" => Range::Float { from: 0.0, to: 1.0 },
-        "rate_hz" => Range::Float { from: 0.0, to: 1000.0 },
-        "max_abs_action" => Range::Float { from: 0.0, to: 1e6 },
-        t if t.ends_with("_s") => Range::Float { from: 0.0, to: 3600.0 },
-        _ => return None,
-    })
-}
-
-/// `{"a": {"b": 1}}` -> `a.b = 1` (arrays stay values: ROS array parameters).
-fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
-    match v {
-        Value::Object(map) => {
-            for (k, v) in map {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                flatten(&key, v, out);
-            }
-        }
-        other => {
-            out.insert(prefix.to_string(), other.clone());
-        }
-    }
-}
-
-/// The flat view of `config`: every value in its declared type.
-fn flat(config: &Config) -> BTreeMap<String, Value> {
-    let mut flat = BTreeMap::new();
-    flatten("", &serde_json::to_value(config).expect("the configuration serialises"), &mut flat);
-    flat
+    schema::param(name).is_some_and(|p| p.runtime)
 }
 
 impl ParamTable {
-    pub fn new(config: Config, check: Check) -> Self {
-        Self { flat: flat(&config), config, check }
+    pub fn new(config: Config, clips: Vec<ActionClip>) -> Self {
+        Self { flat: config.flat(), config, clips }
     }
 
     pub fn config(&self) -> &Config {
@@ -188,13 +67,13 @@ impl ParamTable {
     }
 
     pub fn descriptor(&self, name: &str) -> Option<Descriptor> {
-        let value = self.flat.get(name)?;
-        let read_only = !runtime(name);
-        let mut description = description(name).to_string();
-        if read_only {
-            description.push_str(if description.is_empty() { "read-only" } else { " (read-only: set at start)" });
+        self.flat.get(name)?;
+        let p = schema::param(name)?;
+        let mut description = p.description.to_string();
+        if !p.runtime {
+            description.push_str(" (read-only: set at start)");
         }
-        Some(Descriptor { description, read_only, range: if read_only { None } else { range(name, value) } })
+        Some(Descriptor { description, read_only: !p.runtime, range: p.runtime.then(|| p.rule.range()).flatten() })
     }
 
     /// Applies `changes` together, or none of them: the first problem is the
@@ -230,11 +109,11 @@ impl ParamTable {
             next.insert(name.clone(), value.clone());
         }
         let config = Config::from_params(&next).map_err(|e| e.to_string())?;
-        (self.check)(&config).map_err(|e| e.to_string())?;
+        check_action_range(&config, &self.clips).map_err(|e| e.to_string())?;
         if let Some(why) = veto(&config) {
             return Err(format!("refused: {why}"));
         }
-        let next = flat(&config);
+        let next = config.flat();
         let mut applied = Vec::new();
         for (name, _) in changes {
             let (old, new) = (&self.flat[name], &next[name]);
@@ -254,7 +133,7 @@ mod tests {
     use serde_json::json;
 
     fn table() -> ParamTable {
-        ParamTable::new(Config::default(), Box::new(|_| Ok(())))
+        ParamTable::new(Config::default(), Vec::new())
     }
 
     #[test]
@@ -356,21 +235,9 @@ mod tests {
     }
 
     #[test]
-    fn the_nodes_own_checks_apply_too() {
-        let mut t = ParamTable::new(
-            Config::default(),
-            Box::new(|c| {
-                if c.watchdog.max_abs_action <= 1.15 {
-                    Err(ConfigError {
-                        key: "watchdog.max_abs_action".into(),
-                        value: c.watchdog.max_abs_action.to_string(),
-                        allowed: "a value above every action.clip".into(),
-                    })
-                } else {
-                    Ok(())
-                }
-            }),
-        );
+    fn the_bound_against_the_manifests_clips_applies_too() {
+        let clips = vec![ActionClip { manifest: "models/hybrid.json".into(), clip: [1.15, 1.15, 1.15] }];
+        let mut t = ParamTable::new(Config::default(), clips);
         let e = t.set(&[("watchdog.max_abs_action".into(), json!(1.0))]).unwrap_err();
         assert!(e.contains("action.clip"), "{e}");
     }

@@ -4,21 +4,23 @@
 //! the caller does the logging.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-pub struct Throttle {
+/// At most one warning of each kind `K` per period.
+pub struct Throttle<K> {
     period: Duration,
-    last: HashMap<&'static str, (Instant, u64)>,
+    last: HashMap<K, (Instant, u64)>,
 }
 
-impl Throttle {
+impl<K: Copy + Eq + Hash> Throttle<K> {
     pub fn new(period: Duration) -> Self {
         Self { period, last: HashMap::new() }
     }
 
     /// `Some(suppressed)` when a warning of this kind may be logged now.
-    pub fn allow(&mut self, kind: &'static str, now: Instant) -> Option<u64> {
-        match self.last.get_mut(kind) {
+    pub fn allow(&mut self, kind: K, now: Instant) -> Option<u64> {
+        match self.last.get_mut(&kind) {
             Some((at, suppressed)) if now.duration_since(*at) < self.period => {
                 *suppressed += 1;
                 None

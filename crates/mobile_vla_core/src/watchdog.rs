@@ -6,7 +6,7 @@
 //!   inference error, invalid output (non-finite or out of range), deadline
 //!   misses (K consecutive, or M of the last N over the per-frame budget), or a
 //!   hang (the caller cancels a run that passed the hard timeout and reports
-//!   [`Outcome::Timeout`]); each trigger has its own reason string;
+//!   [`Outcome::Timeout`]); each trigger is its own [`Failure`];
 //! - a failed policy waits out a cool-down, is then probed on live frames (its
 //!   results never drive), and is healthy again after N consecutive good
 //!   results; a policy that fails again after recovering doubles its cool-down
@@ -22,63 +22,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    Primary,
-    Fallback,
-}
-
-impl Role {
-    pub const ALL: [Role; 2] = [Role::Primary, Role::Fallback];
-
-    pub fn other(self) -> Role {
-        match self {
-            Role::Primary => Role::Fallback,
-            Role::Fallback => Role::Primary,
-        }
-    }
-
-    /// The name operators see: "hybrid" or "pure".
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Primary => "hybrid",
-            Role::Fallback => "pure",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// One value per policy, indexed by [`Role`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ByRole<T>(pub [T; 2]);
-
-impl<T> ByRole<T> {
-    pub fn new(primary: T, fallback: T) -> Self {
-        Self([primary, fallback])
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (Role, &T)> {
-        Role::ALL.into_iter().zip(&self.0)
-    }
-}
-
-impl<T> std::ops::Index<Role> for ByRole<T> {
-    type Output = T;
-    fn index(&self, r: Role) -> &T {
-        &self.0[r as usize]
-    }
-}
-
-impl<T> std::ops::IndexMut<Role> for ByRole<T> {
-    fn index_mut(&mut self, r: Role) -> &mut T {
-        &mut self.0[r as usize]
-    }
-}
+use crate::config::WatchdogParams;
+use crate::vocab::{ByRole, Role};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WatchdogConfig {
@@ -89,6 +34,8 @@ pub struct WatchdogConfig {
     /// `window_misses` misses among the last `window` results fail it (0: off).
     pub window_misses: u32,
     pub window: u32,
+    /// A run still going after this is cancelled and counts as a hang.
+    pub hard_timeout: Duration,
     /// Largest |velocity| a policy may propose before its output counts as invalid.
     pub max_abs_action: f64,
     pub cooldown: Duration,
@@ -102,20 +49,29 @@ pub struct WatchdogConfig {
     pub start_timeout: Duration,
 }
 
+impl From<&WatchdogParams> for WatchdogConfig {
+    fn from(w: &WatchdogParams) -> Self {
+        let secs = Duration::from_secs_f64;
+        WatchdogConfig {
+            deadline: secs(w.deadline_s),
+            consecutive_misses: w.consecutive_misses,
+            window_misses: w.window_misses,
+            window: w.window,
+            hard_timeout: secs(w.hard_timeout_s),
+            max_abs_action: w.max_abs_action,
+            cooldown: secs(w.cooldown_s),
+            max_cooldown: secs(w.max_cooldown_s),
+            recovery_successes: w.recovery_successes,
+            stable_after: secs(w.stable_after_s),
+            start_timeout: secs(w.start_timeout_s),
+        }
+    }
+}
+
+/// The parameters' defaults (`watchdog.*` in the configuration).
 impl Default for WatchdogConfig {
     fn default() -> Self {
-        Self {
-            deadline: Duration::from_millis(100),
-            consecutive_misses: 3,
-            window_misses: 5,
-            window: 20,
-            max_abs_action: 5.0,
-            cooldown: Duration::from_secs(2),
-            max_cooldown: Duration::from_secs(60),
-            recovery_successes: 5,
-            stable_after: Duration::from_secs(30),
-            start_timeout: Duration::from_secs(120),
-        }
+        WatchdogConfig::from(&WatchdogParams::default())
     }
 }
 
@@ -161,12 +117,131 @@ struct Health {
     last_error: String,
 }
 
+impl Health {
+    /// Counts a result's lateness; the trigger it sets off, if any.
+    fn judge(&mut self, outcome: &Outcome, cfg: &WatchdogConfig) -> Option<Failure> {
+        let (latency, max_abs) = match outcome {
+            Outcome::Ok { latency, max_abs } => (*latency, *max_abs),
+            Outcome::Error(e) => return Some(Failure::Inference(e.clone())),
+            Outcome::NonFinite => return Some(Failure::NonFinite),
+            Outcome::Timeout => return Some(Failure::Hang),
+        };
+        let miss = latency > cfg.deadline;
+        self.misses_in_a_row = if miss { self.misses_in_a_row + 1 } else { 0 };
+        self.recent.push_back(miss);
+        while self.recent.len() > cfg.window.max(1) as usize {
+            self.recent.pop_front();
+        }
+        let window_count = self.recent.iter().filter(|m| **m).count() as u32;
+        if !max_abs.is_finite() || max_abs > cfg.max_abs_action {
+            Some(Failure::OutOfRange { max_abs, limit: cfg.max_abs_action })
+        } else if cfg.consecutive_misses > 0 && self.misses_in_a_row >= cfg.consecutive_misses {
+            Some(Failure::ConsecutiveMisses { misses: self.misses_in_a_row, deadline: cfg.deadline })
+        } else if cfg.window_misses > 0 && window_count >= cfg.window_misses {
+            Some(Failure::WindowMisses { misses: window_count, of: self.recent.len(), deadline: cfg.deadline })
+        } else {
+            None
+        }
+    }
+
+    /// A run failed at `now`: cool down (twice as long after a recent recovery).
+    fn failed(&mut self, why: &Failure, now: Instant, cfg: &WatchdogConfig) {
+        self.failures += 1;
+        self.last_error = why.to_string();
+        self.misses_in_a_row = 0;
+        self.recent.clear();
+        if let State::Healthy { since } = self.state {
+            if now.duration_since(since) >= cfg.stable_after {
+                self.cooldown = cfg.cooldown;
+            } else if self.recovered {
+                self.cooldown = (self.cooldown * 2).min(cfg.max_cooldown);
+            }
+        }
+        if !matches!(self.state, State::Loading | State::Unavailable(_)) {
+            self.state = State::Failed { retry_at: now + self.cooldown };
+        }
+    }
+}
+
+/// Why a policy stopped being trusted: each trigger its own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// Its load failed (or its required provider was missing): not retried.
+    Load(String),
+    /// Its inference thread died: not retried.
+    Lost(String),
+    OutOfRange {
+        max_abs: f64,
+        limit: f64,
+    },
+    ConsecutiveMisses {
+        misses: u32,
+        deadline: Duration,
+    },
+    WindowMisses {
+        misses: u32,
+        of: usize,
+        deadline: Duration,
+    },
+    Inference(String),
+    NonFinite,
+    Hang,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+        match self {
+            Failure::Load(e) | Failure::Lost(e) => f.write_str(e),
+            Failure::OutOfRange { max_abs, limit } => write!(f, "action out of range (|v| = {max_abs:.3} > {limit})"),
+            Failure::ConsecutiveMisses { misses, deadline } => {
+                write!(f, "{misses} consecutive deadline misses (> {:.0} ms)", ms(deadline))
+            }
+            Failure::WindowMisses { misses, of, deadline } => {
+                write!(f, "{misses} of the last {of} runs missed the {:.0} ms deadline", ms(deadline))
+            }
+            Failure::Inference(e) => write!(f, "inference error: {e}"),
+            Failure::NonFinite => f.write_str("non-finite output (NaN or infinity)"),
+            Failure::Hang => f.write_str("hang: no result within the hard timeout (run cancelled)"),
+        }
+    }
+}
+
+/// Why control moved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SwitchReason {
+    Loaded(Role),
+    Failed(Role, Failure),
+    Recovered {
+        role: Role,
+        good: u32,
+    },
+    /// The hybrid was still loading after `watchdog.start_timeout_s`.
+    StillLoading {
+        waited: Duration,
+    },
+}
+
+impl fmt::Display for SwitchReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwitchReason::Loaded(r) => write!(f, "{r} loaded"),
+            SwitchReason::Failed(r, Failure::Load(e)) => write!(f, "{r} failed to load: {e}"),
+            SwitchReason::Failed(r, why) => write!(f, "{r}: {why}"),
+            SwitchReason::Recovered { role, good } => write!(f, "{role} recovered after {good} good runs"),
+            SwitchReason::StillLoading { waited } => {
+                write!(f, "{} still loading after {:.0} s", Role::Primary, waited.as_secs_f64())
+            }
+        }
+    }
+}
+
 /// A change of the policy in control.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Switch {
     pub from: Option<Role>,
     pub to: Option<Role>,
-    pub reason: String,
+    pub reason: SwitchReason,
 }
 
 impl fmt::Display for Switch {
@@ -227,8 +302,7 @@ pub struct HealthReport {
 
 pub struct Watchdog {
     cfg: WatchdogConfig,
-    primary: Health,
-    fallback: Health,
+    health: ByRole<Health>,
     active: Option<Role>,
     last_switch: Option<Switch>,
     /// Until then, a primary still loading keeps the fallback from driving.
@@ -239,6 +313,10 @@ impl Watchdog {
     /// New thresholds from the next result on; each policy's history and state stay.
     pub fn set_config(&mut self, cfg: WatchdogConfig) {
         self.cfg = cfg;
+    }
+
+    pub fn config(&self) -> &WatchdogConfig {
+        &self.cfg
     }
 
     pub fn new(cfg: WatchdogConfig, now: Instant) -> Self {
@@ -253,21 +331,15 @@ impl Watchdog {
             last_error: String::new(),
         };
         let start_deadline = now + cfg.start_timeout;
-        Self { primary: h.clone(), fallback: h, cfg, active: None, last_switch: None, start_deadline }
+        Self { health: ByRole::new(h.clone(), h), cfg, active: None, last_switch: None, start_deadline }
     }
 
     fn health(&mut self, r: Role) -> &mut Health {
-        match r {
-            Role::Primary => &mut self.primary,
-            Role::Fallback => &mut self.fallback,
-        }
+        &mut self.health[r]
     }
 
     fn health_ref(&self, r: Role) -> &Health {
-        match r {
-            Role::Primary => &self.primary,
-            Role::Fallback => &self.fallback,
-        }
+        &self.health[r]
     }
 
     /// The policy whose results may drive now.
@@ -329,30 +401,27 @@ impl Watchdog {
     }
 
     pub fn loaded(&mut self, r: Role, result: Result<(), String>, now: Instant) -> Option<Switch> {
-        let h = self.health(r);
-        h.state = match result {
-            Ok(()) => State::Healthy { since: now },
-            Err(e) => {
-                h.last_error = e.clone();
-                h.failures += 1;
-                State::Unavailable(e)
+        match result {
+            Ok(()) => {
+                self.health(r).state = State::Healthy { since: now };
+                self.reselect(SwitchReason::Loaded(r), now)
             }
-        };
-        let reason = match self.health_ref(r).state {
-            State::Unavailable(ref e) => format!("{} failed to load: {e}", name(r)),
-            _ => format!("{} loaded", name(r)),
-        };
-        self.reselect(reason, now)
+            Err(e) => self.unavailable(r, Failure::Load(e), now),
+        }
     }
 
     /// `r` can no longer run at all (its inference thread died): like a load
     /// failure, it is not retried, and control moves on.
     pub fn lost(&mut self, r: Role, reason: String, now: Instant) -> Option<Switch> {
+        self.unavailable(r, Failure::Lost(reason), now)
+    }
+
+    fn unavailable(&mut self, r: Role, why: Failure, now: Instant) -> Option<Switch> {
         let h = self.health(r);
         h.failures += 1;
-        h.last_error = reason.clone();
-        h.state = State::Unavailable(reason.clone());
-        self.reselect(format!("{}: {reason}", name(r)), now)
+        h.last_error = why.to_string();
+        h.state = State::Unavailable(h.last_error.clone());
+        self.reselect(SwitchReason::Failed(r, why), now)
     }
 
     /// A run of `r` ended with `outcome` at `now`.
@@ -361,91 +430,40 @@ impl Watchdog {
         let was_active = self.active == Some(r);
         let h = self.health(r);
         h.runs += 1;
-        let mut late = false;
-        let failure = match &outcome {
-            Outcome::Ok { latency, max_abs } => {
-                let miss = *latency > cfg.deadline;
-                late = miss;
-                h.misses_in_a_row = if miss { h.misses_in_a_row + 1 } else { 0 };
-                h.recent.push_back(miss);
-                while h.recent.len() > cfg.window.max(1) as usize {
-                    h.recent.pop_front();
-                }
-                let window_count = h.recent.iter().filter(|m| **m).count() as u32;
-                if !max_abs.is_finite() || *max_abs > cfg.max_abs_action {
-                    Some(format!("action out of range (|v| = {max_abs:.3} > {})", cfg.max_abs_action))
-                } else if cfg.consecutive_misses > 0 && h.misses_in_a_row >= cfg.consecutive_misses {
-                    Some(format!(
-                        "{} consecutive deadline misses (> {:.0} ms)",
-                        h.misses_in_a_row,
-                        cfg.deadline.as_secs_f64() * 1e3
-                    ))
-                } else if cfg.window_misses > 0 && window_count >= cfg.window_misses {
-                    Some(format!(
-                        "{window_count} of the last {} runs missed the {:.0} ms deadline",
-                        h.recent.len(),
-                        cfg.deadline.as_secs_f64() * 1e3
-                    ))
-                } else {
-                    None
-                }
-            }
-            Outcome::Error(e) => Some(format!("inference error: {e}")),
-            Outcome::NonFinite => Some("non-finite output (NaN or infinity)".to_string()),
-            Outcome::Timeout => Some("hang: no result within the hard timeout (run cancelled)".to_string()),
-        };
-
-        match failure {
-            Some(reason) => {
-                h.failures += 1;
-                h.last_error = reason.clone();
-                h.misses_in_a_row = 0;
-                h.recent.clear();
-                if let State::Healthy { since } = h.state {
-                    if now.duration_since(since) >= cfg.stable_after {
-                        h.cooldown = cfg.cooldown;
-                    } else if h.recovered {
-                        h.cooldown = (h.cooldown * 2).min(cfg.max_cooldown);
-                    }
-                }
-                if !matches!(h.state, State::Loading | State::Unavailable(_)) {
-                    h.state = State::Failed { retry_at: now + h.cooldown };
-                }
-                let switch = self.reselect(format!("{}: {reason}", name(r)), now);
-                Verdict { drive: false, switch }
-            }
-            None => {
-                match h.state {
-                    // A result that arrives while the policy cools down (a frame it
-                    // was handed before it failed) is no probe: probing starts after
-                    // the cool-down, on frames handed from then on.
-                    State::Failed { retry_at } if now < retry_at => return Verdict { drive: false, switch: None },
-                    State::Failed { .. } => h.state = State::Probing { good: 1 },
-                    State::Probing { good } => h.state = State::Probing { good: good + 1 },
-                    _ => {}
-                }
-                if let State::Probing { good } = h.state {
-                    if good >= cfg.recovery_successes {
-                        h.state = State::Healthy { since: now };
-                        h.recovered = true;
-                        let switch = self.reselect(format!("{} recovered after {good} good runs", name(r)), now);
-                        // This result came from a probe; control moves from the next one.
-                        return Verdict { drive: false, switch };
-                    }
-                    return Verdict { drive: false, switch: None };
-                }
-                let healthy = matches!(self.health_ref(r).state, State::Healthy { .. });
-                Verdict { drive: was_active && healthy && !late, switch: None }
-            }
+        let late = matches!(outcome, Outcome::Ok { latency, .. } if latency > cfg.deadline);
+        if let Some(failure) = h.judge(&outcome, &cfg) {
+            h.failed(&failure, now, &cfg);
+            let switch = self.reselect(SwitchReason::Failed(r, failure), now);
+            return Verdict { drive: false, switch };
         }
+        match h.state {
+            // A result that arrives while the policy cools down (a frame it
+            // was handed before it failed) is no probe: probing starts after
+            // the cool-down, on frames handed from then on.
+            State::Failed { retry_at } if now < retry_at => return Verdict { drive: false, switch: None },
+            State::Failed { .. } => h.state = State::Probing { good: 1 },
+            State::Probing { good } => h.state = State::Probing { good: good + 1 },
+            _ => {}
+        }
+        if let State::Probing { good } = h.state {
+            if good >= cfg.recovery_successes {
+                h.state = State::Healthy { since: now };
+                h.recovered = true;
+                let switch = self.reselect(SwitchReason::Recovered { role: r, good }, now);
+                // This result came from a probe; control moves from the next one.
+                return Verdict { drive: false, switch };
+            }
+            return Verdict { drive: false, switch: None };
+        }
+        let healthy = matches!(self.health_ref(r).state, State::Healthy { .. });
+        Verdict { drive: was_active && healthy && !late, switch: None }
     }
 
     /// Lets the fallback drive once the primary has been loading past the
     /// start timeout (call it periodically).
     pub fn poll(&mut self, now: Instant) -> Option<Switch> {
-        if self.active.is_none() && self.primary.state == State::Loading && now >= self.start_deadline {
-            let waited = self.cfg.start_timeout.as_secs_f64();
-            return self.reselect(format!("hybrid still loading after {waited:.0} s"), now);
+        if self.active.is_none() && self.health[Role::Primary].state == State::Loading && now >= self.start_deadline {
+            return self.reselect(SwitchReason::StillLoading { waited: self.cfg.start_timeout }, now);
         }
         None
     }
@@ -453,8 +471,8 @@ impl Watchdog {
     /// The primary when healthy, else the fallback when healthy, else none.
     /// While the primary's first load is under way (and the start timeout has
     /// not passed) nothing drives: a start is hybrid-first, not a race.
-    fn reselect(&mut self, reason: String, now: Instant) -> Option<Switch> {
-        let primary_loading = self.primary.state == State::Loading && now < self.start_deadline;
+    fn reselect(&mut self, reason: SwitchReason, now: Instant) -> Option<Switch> {
+        let primary_loading = self.health[Role::Primary].state == State::Loading && now < self.start_deadline;
         let next = [Role::Primary, Role::Fallback].into_iter().find(|r| self.is_healthy(*r) && !primary_loading);
         if next == self.active {
             return None;
@@ -464,10 +482,6 @@ impl Watchdog {
         self.last_switch = Some(s.clone());
         Some(s)
     }
-}
-
-fn name(r: Role) -> &'static str {
-    r.name()
 }
 
 #[cfg(test)]
@@ -487,6 +501,7 @@ mod tests {
             consecutive_misses: 3,
             window_misses: 4,
             window: 10,
+            hard_timeout: 1000 * MS,
             max_abs_action: 2.0,
             cooldown: 1000 * MS,
             max_cooldown: 8000 * MS,
@@ -510,7 +525,7 @@ mod tests {
         let mut w = both_loaded(t0);
         let s = trigger(&mut w, t0 + MS).expect("a switch");
         assert_eq!((s.from, s.to), (Some(Role::Primary), Some(Role::Fallback)));
-        assert!(s.reason.contains(reason_has), "{}", s.reason);
+        assert!(s.reason.to_string().contains(reason_has), "{}", s.reason);
         assert_eq!(w.active(), Some(Role::Fallback));
         assert_eq!(w.last_switch(), Some(&s));
     }
@@ -548,7 +563,7 @@ mod tests {
         w.loaded(Role::Fallback, Ok(()), t0);
         let s = w.loaded(Role::Primary, Err("required execution provider unavailable".into()), t0).unwrap();
         assert_eq!((s.to, w.active()), (Some(Role::Fallback), Some(Role::Fallback)));
-        assert!(s.reason.contains("failed to load"), "{}", s.reason);
+        assert!(s.reason.to_string().contains("failed to load"), "{}", s.reason);
         assert_eq!(w.report(Role::Primary).state, HealthState::Unavailable);
         assert!(!w.wants_frames(Role::Primary, t0 + Duration::from_secs(3600)), "a load failure is not probed");
     }
@@ -581,7 +596,7 @@ mod tests {
         assert!(!v3.drive, "the recovering probe itself does not drive");
         let s = v3.switch.unwrap();
         assert_eq!((s.from, s.to), (Some(Role::Fallback), Some(Role::Primary)));
-        assert!(s.reason.contains("recovered"));
+        assert!(s.reason.to_string().contains("recovered"));
         assert!(w.verdict(Role::Primary, ok(10), t1).drive);
     }
 
@@ -682,7 +697,7 @@ mod tests {
         assert_eq!(w.poll(t0 + 4999 * MS), None);
         let s = w.poll(t0 + 5000 * MS).unwrap();
         assert_eq!(s.to, Some(Role::Fallback));
-        assert!(s.reason.contains("still loading"), "{}", s.reason);
+        assert!(s.reason.to_string().contains("still loading"), "{}", s.reason);
     }
 
     #[test]

@@ -21,9 +21,9 @@
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
-use mobile_vla_core::preprocess::{FrameError, JpegScaling, Preprocessor, Resampling, Tensor};
 use mobile_vla_policy::text::Tokens;
-use mobile_vla_report::cdr::Stats;
+use mobile_vla_recordings::stats::Stats;
+use mobile_vla_vision::{FrameError, JpegScaling, Preprocessor, Resampling, Tensor};
 
 use crate::targets::{
     ros_string, BagInput, CompressedInput, Frames, Instruction, RawInput, Target, BAG_MAX_LEN, COMPRESSED_MAX_LEN,

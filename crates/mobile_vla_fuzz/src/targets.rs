@@ -12,12 +12,12 @@
 
 use std::path::{Path, PathBuf};
 
-use mobile_vla_core::preprocess::{
-    ChannelOrder, DType, Filter, ImageSpec, JpegScaling, Layout, Preprocessor, RawFrame, Resampling, ResizeMode, Tensor,
-};
 use mobile_vla_policy::manifest::{Manifest, Padding};
 use mobile_vla_policy::text::TextEncoder;
-use mobile_vla_report::cdr::Stats;
+use mobile_vla_recordings::stats::Stats;
+use mobile_vla_vision::{
+    ChannelOrder, DType, Filter, ImageSpec, JpegScaling, Layout, Preprocessor, RawFrame, Resampling, ResizeMode, Tensor,
+};
 
 /// One fuzz target: a name, its corpus, its input size cap, and the function under test.
 pub trait Target {
@@ -307,10 +307,10 @@ impl<'a> BagInput<'a> {
     }
 
     /// What the report tool reads from it: every message on its topic (one for a payload).
-    pub fn decode(&self) -> Result<Vec<Stats>, mobile_vla_report::Error> {
+    pub fn decode(&self) -> Result<Vec<Stats>, mobile_vla_recordings::Error> {
         match self {
-            BagInput::Mcap(bytes) => mobile_vla_report::bag::stats_in(bytes, STATS_TOPIC, "fuzz.mcap"),
-            BagInput::Cdr(bytes) => mobile_vla_report::cdr::decode(bytes).map(|s| vec![s]),
+            BagInput::Mcap(bytes) => mobile_vla_recordings::stats::stats_in(bytes, STATS_TOPIC, "fuzz.mcap"),
+            BagInput::Cdr(bytes) => mobile_vla_recordings::stats::decode(bytes).map(|s| vec![s]),
         }
     }
 }

@@ -11,25 +11,17 @@ use std::io::Write;
 use std::path::Path;
 
 use half::f16;
-use mobile_vla_core::preprocess::{JpegScaling, Preprocessor, RawFrame, Resampling, Tensor};
+use mobile_vla_vision::{Image, JpegScaling, Preprocessor, Resampling, Tensor};
 
 use crate::manifest::{Manifest, Source};
 use crate::text::{Ints, TextEncoder};
 use crate::PolicyError;
 
-/// A frame as the node receives it.
-pub enum Frame<'a> {
-    /// `sensor_msgs/Image`: width, height, encoding, data (rows `step` bytes).
-    Raw(RawFrame<'a>),
-    /// `sensor_msgs/CompressedImage`: format and data.
-    Compressed { format: &'a str, data: &'a [u8] },
-}
-
 /// Writes every image and text tensor of `manifest` for `frame` and
 /// `instruction` into `out` as `<graph input>.npy`; returns the names written.
 pub fn write_inputs(
     manifest: &Path,
-    frame: &Frame<'_>,
+    frame: &Image<'_>,
     jpeg_scaling: JpegScaling,
     resampling: Resampling,
     instruction: &str,
@@ -42,11 +34,7 @@ pub fn write_inputs(
     let mut pre = Preprocessor::new(m.images.iter().map(|i| i.spec.clone()).collect(), 8192, 8192);
     pre.set_jpeg_scaling(jpeg_scaling);
     pre.set_resampling(resampling);
-    match frame {
-        Frame::Raw(f) => pre.raw(f),
-        Frame::Compressed { format, data } => pre.compressed(format, data),
-    }
-    .map_err(|e| PolicyError::Run(format!("frame refused: {e}")))?;
+    pre.image(frame).map_err(|e| PolicyError::Run(format!("frame refused: {e}")))?;
     let tokens = m
         .texts
         .iter()

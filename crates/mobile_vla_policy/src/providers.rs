@@ -20,6 +20,21 @@ use ort::session::Session;
 
 use crate::PolicyError;
 
+/// ONNX Runtime's own name of an execution provider, as `GetAvailableProviders` reports it.
+pub trait OrtName {
+    fn ort_name(self) -> &'static str;
+}
+
+impl OrtName for Provider {
+    fn ort_name(self) -> &'static str {
+        match self {
+            Provider::Tensorrt => "TensorrtExecutionProvider",
+            Provider::Cuda => "CUDAExecutionProvider",
+            Provider::Cpu => "CPUExecutionProvider",
+        }
+    }
+}
+
 /// The outcome of registration: the chain ONNX Runtime partitions over, and
 /// why the providers not in it were left out.
 #[derive(Debug, Clone, PartialEq, Default)]

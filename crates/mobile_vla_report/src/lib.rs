@@ -1,13 +1,13 @@
 //! `mobile_vla_report`: what a `ros2 bag record` of `~/inference_stats` says.
 //!
-//! `bag` reads the recording (MCAP, the rosbag2 storage this tool supports),
-//! `cdr` decodes the messages, `summary` computes the numbers, `plot` draws
-//! them. It reads files and writes a report; it talks to no robot.
+//! `mobile_vla_recordings` reads the recording and decodes the messages,
+//! `summary` computes the numbers, `plot` draws them. It reads files and
+//! writes a report; it talks to no robot.
 
-pub mod bag;
-pub mod cdr;
 pub mod plot;
 pub mod summary;
+
+pub use mobile_vla_recordings::stats::Stats;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -15,18 +15,20 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub enum Error {
     Usage(String),
-    Input(String),
-    Schema(String),
-    Decode(String),
+    Recording(mobile_vla_recordings::Error),
+}
+
+impl From<mobile_vla_recordings::Error> for Error {
+    fn from(e: mobile_vla_recordings::Error) -> Self {
+        Error::Recording(e)
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Usage(e) => write!(f, "{e}"),
-            Error::Input(e) => write!(f, "cannot read the bag: {e}"),
-            Error::Schema(e) => write!(f, "unexpected message definition: {e}"),
-            Error::Decode(e) => write!(f, "corrupt message: {e}"),
+            Error::Recording(e) => e.fmt(f),
         }
     }
 }
@@ -62,14 +64,14 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, Error>
 
 /// Reads the bag, prints the report (or JSON), writes the plot.
 pub fn run(args: &Args) -> Result<String, Error> {
-    let stats = bag::read(&args.bag, &args.topic)?;
+    let stats = mobile_vla_recordings::stats::read(&args.bag, &args.topic)?;
     let summary = summary::summarize(&stats);
     let plot = args.plot.clone().unwrap_or_else(|| {
         let name = args.bag.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "report".into());
         PathBuf::from(format!("{name}_latency.svg"))
     });
     std::fs::write(&plot, plot::svg(&stats, &summary, &format!("mobile_vla latency: {}", args.bag.display())))
-        .map_err(|e| Error::Input(format!("writing {}: {e}", plot.display())))?;
+        .map_err(|e| mobile_vla_recordings::Error::Input(format!("writing {}: {e}", plot.display())))?;
     if args.json {
         return Ok(serde_json::to_string_pretty(&summary).expect("summary serialises"));
     }

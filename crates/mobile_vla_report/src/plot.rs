@@ -4,8 +4,8 @@
 
 use std::fmt::Write;
 
-use crate::cdr::Stats;
 use crate::summary::Summary;
+use crate::Stats;
 
 const W: f64 = 900.0;
 const H: f64 = 640.0;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::cdr::Stats;
+use crate::Stats;
 
 /// Linear interpolation between closest ranks (numpy's default), on sorted data.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -1,20 +1,28 @@
 //! Typed node configuration, built from the flat ROS parameter map and
 //! validated once at start.
 //!
-//! This module owns the meaning, defaults and allowed values of every
-//! parameter. It never reads ROS itself: the node hands it `name -> value`
-//! pairs (nested YAML keys arrive as `camera.topic`), and it answers with a
-//! [`Config`] or one [`ConfigError`] naming the key, the value and what is
-//! allowed.
+//! This module owns the meaning and defaults of every parameter (the typed
+//! sections below); [`schema`] is the one table of each parameter's
+//! description, bounds and whether it may change at runtime, and `checks`
+//! the rules between parameters. It never reads ROS itself: the node hands
+//! it `name -> value` pairs (nested YAML keys arrive as `camera.topic`), and
+//! it answers with a [`Config`] or one [`ConfigError`] naming the key, the
+//! value and what is allowed.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::preprocess::{JpegScaling, Resampling};
+mod checks;
+mod files;
+pub mod schema;
+
+pub use checks::{check_action_range, ActionClip};
+pub use files::{expand_home, resolve_existing_file};
+
+use crate::vocab::Role;
 
 /// How camera frames arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -110,17 +118,6 @@ pub enum Provider {
     Cpu,
 }
 
-impl Provider {
-    /// ONNX Runtime's own name for it, as `GetAvailableProviders` reports it.
-    pub fn ort_name(self) -> &'static str {
-        match self {
-            Provider::Tensorrt => "TensorrtExecutionProvider",
-            Provider::Cuda => "CUDAExecutionProvider",
-            Provider::Cpu => "CPUExecutionProvider",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TensorRtConfig {
@@ -200,6 +197,16 @@ pub struct PolicyConfig {
     pub pure: ModelConfig,
     /// A policy command older than this no longer drives the robot.
     pub command_timeout_s: f64,
+}
+
+impl PolicyConfig {
+    /// The model of `role`: `hybrid` for the primary, `pure` for the fallback.
+    pub fn model(&self, role: Role) -> &ModelConfig {
+        match role {
+            Role::Primary => &self.hybrid,
+            Role::Fallback => &self.pure,
+        }
+    }
 }
 
 impl Default for PolicyConfig {
@@ -339,6 +346,32 @@ impl Default for WatchdogParams {
     }
 }
 
+/// How JPEG frames are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JpegScaling {
+    /// Every pixel, as `PIL.Image.open` (and so the Hugging Face processors) decode it.
+    #[default]
+    Full,
+    /// At the smallest DCT scale that covers every image input (`PIL.Image.draft`):
+    /// 2-4x less decoding for a 1080p frame, at the cost of exactness with the processors.
+    Reduced,
+}
+
+/// How the antialiased filters (Pillow's bilinear and bicubic) are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resampling {
+    /// Pillow's own 22-bit fixed-point arithmetic: the bytes `PIL.Image.resize`
+    /// (and so the Hugging Face processors) produce.
+    #[default]
+    Exact,
+    /// 8-bit SIMD (fast_image_resize: AVX2, SSE4.1 or NEON) with Pillow's
+    /// kernels, pass order and geometry and 16-bit coefficients: within two
+    /// grey levels of PIL, under 1% of the values differing on camera frames.
+    Simd,
+}
+
 /// Everything the node reads from its parameters.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -386,148 +419,19 @@ impl Config {
         Ok(config)
     }
 
+    /// Every value within its parameter's bounds ([`schema`]), then the rules between parameters ([`checks`]).
     fn validate(&self) -> Result<(), ConfigError> {
-        seconds("camera.max_age_s", self.camera.max_age_s)?;
-        within("camera.max_future_s", self.camera.max_future_s, 0.0, 1.0, "a tolerance in [0, 1] s")?;
-        positive("output.rate_hz", self.output.rate_hz)?;
-        if self.output.rate_hz > 1000.0 {
-            return Err(err("output.rate_hz", self.output.rate_hz, "a rate in (0, 1000] Hz"));
+        for (key, value) in self.flat() {
+            schema::check(&key, &value)?;
         }
-        topic_name("camera.topic", &self.camera.topic)?;
-        topic_name("instruction.topic", &self.instruction.topic)?;
-        topic_name("output.topic", &self.output.topic)?;
-        let (w, h) = (self.camera.max_width, self.camera.max_height);
-        if w == 0 || h == 0 || w > MAX_PIXELS_PER_SIDE || h > MAX_PIXELS_PER_SIDE {
-            return Err(err(
-                "camera.max_width/max_height",
-                format!("{w}x{h}"),
-                format!("pixel counts in 1..={MAX_PIXELS_PER_SIDE}"),
-            ));
-        }
-        if self.instruction.max_bytes == 0 || self.instruction.max_bytes > 1 << 20 {
-            return Err(err("instruction.max_bytes", self.instruction.max_bytes, "a byte count in 1..=1048576"));
-        }
-        seconds("policy.command_timeout_s", self.policy.command_timeout_s)?;
-        for (name, src) in &self.mux.sources {
-            if name == "policy" {
-                return Err(err("mux.sources.policy", "{...}", "another name: 'policy' is the autonomy source"));
-            }
-            topic_name(&format!("mux.sources.{name}.topic"), &src.topic)?;
-            seconds(&format!("mux.sources.{name}.timeout_s"), src.timeout_s)?;
-        }
-        for (name, lock) in &self.mux.locks {
-            topic_name(&format!("mux.locks.{name}.topic"), &lock.topic)?;
-            if lock.timeout_s != 0.0 {
-                within(
-                    &format!("mux.locks.{name}.timeout_s"),
-                    lock.timeout_s,
-                    f64::MIN_POSITIVE,
-                    MAX_SECONDS,
-                    "0 (never expires) or a duration in (0, 3600] s",
-                )?;
-            }
-        }
-        let w = &self.watchdog;
-        for (key, v) in [
-            ("watchdog.deadline_s", w.deadline_s),
-            ("watchdog.hard_timeout_s", w.hard_timeout_s),
-            ("watchdog.cooldown_s", w.cooldown_s),
-            ("watchdog.max_cooldown_s", w.max_cooldown_s),
-            ("watchdog.stable_after_s", w.stable_after_s),
-            ("watchdog.start_timeout_s", w.start_timeout_s),
-        ] {
-            seconds(key, v)?;
-        }
-        within("watchdog.max_abs_action", w.max_abs_action, f64::MIN_POSITIVE, 1e6, "a finite number in (0, 1e6]")?;
-        if w.hard_timeout_s < w.deadline_s {
-            return Err(err("watchdog.hard_timeout_s", w.hard_timeout_s, "a timeout >= watchdog.deadline_s"));
-        }
-        if w.max_cooldown_s < w.cooldown_s {
-            return Err(err("watchdog.max_cooldown_s", w.max_cooldown_s, "a value >= watchdog.cooldown_s"));
-        }
-        for (key, n) in [
-            ("watchdog.consecutive_misses", w.consecutive_misses),
-            ("watchdog.window_misses", w.window_misses),
-            ("watchdog.window", w.window),
-            ("watchdog.recovery_successes", w.recovery_successes),
-        ] {
-            if n > MAX_COUNT {
-                return Err(err(key, n, format!("a count in 0..={MAX_COUNT}")));
-            }
-        }
-        if w.window_misses > w.window {
-            return Err(err("watchdog.window_misses", w.window_misses, "at most watchdog.window"));
-        }
-        if w.recovery_successes == 0 {
-            return Err(err("watchdog.recovery_successes", 0, "at least 1"));
-        }
-        let l = &self.limits;
-        for (key, values, allow_zero) in [
-            ("limits.max_velocity", l.max_velocity, false),
-            ("limits.max_accel", l.max_accel, true),
-            ("limits.max_decel", l.max_decel, true),
-            ("limits.deadband", l.deadband, true),
-        ] {
-            if values.iter().any(|v| !v.is_finite() || *v < 0.0 || *v > MAX_RATE || (!allow_zero && *v == 0.0)) {
-                let allowed =
-                    if allow_zero { "three numbers in [0, 100] (0 = unlimited)" } else { "three numbers in (0, 100]" };
-                return Err(err(key, format!("{values:?}"), allowed));
-            }
-        }
-        for (name, m) in [("hybrid", &self.policy.hybrid), ("pure", &self.policy.pure)] {
-            let key = |k: &str| format!("policy.{name}.{k}");
-            if m.providers.is_empty() {
-                return Err(err(&key("providers"), "[]", "a non-empty list of tensorrt, cuda, cpu"));
-            }
-            if !(m.min_provider_share > 0.0 && m.min_provider_share <= 1.0) {
-                return Err(err(&key("min_provider_share"), m.min_provider_share, "a share in (0, 1]"));
-            }
-            if m.cpu_threads == 0 || m.cpu_threads > 64 {
-                return Err(err(&key("cpu_threads"), m.cpu_threads, "1..=64"));
-            }
-            if m.tensorrt.builder_optimization_level > 5 {
-                return Err(err(
-                    &key("tensorrt.builder_optimization_level"),
-                    m.tensorrt.builder_optimization_level,
-                    "0..=5",
-                ));
-            }
-            if m.tensorrt.workspace_mb == 0 || m.tensorrt.workspace_mb > 1 << 20 {
-                return Err(err(&key("tensorrt.workspace_mb"), m.tensorrt.workspace_mb, "a size in 1..=1048576 MiB"));
-            }
-        }
-        Ok(())
+        checks::between(self)
     }
 
-    /// Checks that both manifests exist, resolving
-    /// relative paths against `share_dir`; returns the resolved manifests.
-    pub fn resolve_files(&self, share_dir: &Path) -> Result<(PathBuf, PathBuf), ConfigError> {
-        let hybrid = resolve_existing_file("policy.hybrid.manifest", &self.policy.hybrid.manifest, share_dir)?;
-        let pure = resolve_existing_file("policy.pure.manifest", &self.policy.pure.manifest, share_dir)?;
-        // policy.onnxruntime_library is not checked here: a missing or
-        // incompatible library is reported by the load itself (POLICY NOT LOADED,
-        // the robot held still), like a missing model.
-        Ok((hybrid, pure))
-    }
-}
-
-/// `~/x` -> `$HOME/x`; anything else unchanged.
-pub fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => Path::new(&home).join(rest),
-        _ => PathBuf::from(path),
-    }
-}
-
-/// Resolves a file parameter: absolute paths as they are, relative ones against
-/// `base` (the package's share directory). The file must exist.
-pub fn resolve_existing_file(key: &str, value: &str, base: &Path) -> Result<PathBuf, ConfigError> {
-    let p = Path::new(value);
-    let path = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(err(key, format!("\"{value}\""), format!("an existing file (looked for {})", path.display())))
+    /// The flat view: every parameter by its full name (`limits.max_velocity`), in its declared type.
+    pub fn flat(&self) -> BTreeMap<String, Value> {
+        let mut flat = BTreeMap::new();
+        flatten("", &serde_json::to_value(self).expect("the configuration serialises"), &mut flat);
+        flat
     }
 }
 
@@ -535,45 +439,18 @@ fn err(key: &str, value: impl fmt::Display, allowed: impl Into<String>) -> Confi
     ConfigError { key: key.to_string(), value: value.to_string(), allowed: allowed.into() }
 }
 
-/// Durations: every one must convert to a `Duration` and mean something on a robot.
-const MAX_SECONDS: f64 = 3600.0;
-/// Velocities (m/s, rad/s) and their rates.
-const MAX_RATE: f64 = 100.0;
-const MAX_COUNT: u32 = 10_000;
-const MAX_PIXELS_PER_SIDE: u32 = 16_384;
-
-fn positive(key: &str, v: f64) -> Result<(), ConfigError> {
-    if v.is_finite() && v > 0.0 {
-        Ok(())
-    } else {
-        Err(err(key, v, "a finite number > 0"))
-    }
-}
-
-/// A duration in seconds: > 0 and at most an hour.
-fn seconds(key: &str, v: f64) -> Result<(), ConfigError> {
-    within(key, v, f64::MIN_POSITIVE, MAX_SECONDS, "a duration > 0 and <= 3600 s")
-}
-
-fn within(key: &str, v: f64, min: f64, max: f64, allowed: &str) -> Result<(), ConfigError> {
-    if v.is_finite() && (min..=max).contains(&v) {
-        Ok(())
-    } else {
-        Err(err(key, v, allowed))
-    }
-}
-
-/// ROS topic names: letters, digits, `_`, `/`, `~`; not empty; no `//`.
-fn topic_name(key: &str, name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && !name.contains("//")
-        && !name.ends_with('/')
-        && !name.chars().next().is_some_and(|c| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '/' | '~'));
-    if ok {
-        Ok(())
-    } else {
-        Err(err(key, format!("\"{name}\""), "a valid ROS topic name ([A-Za-z_~/][A-Za-z0-9_/]*)"))
+/// `{"a": {"b": 1}}` -> `a.b = 1` (arrays stay values: ROS array parameters).
+fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
     }
 }
 
@@ -701,15 +578,6 @@ mod tests {
     }
 
     #[test]
-    fn manifests_resolve_against_the_share_directory() {
-        let share = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let (h, p) = Config::default().resolve_files(&share).unwrap();
-        assert!(h.ends_with("models/hybrid.json") && p.ends_with("models/pure.json"));
-        let c = Config::from_params(&params(&[("policy.pure.manifest", json!("models/none.json"))])).unwrap();
-        assert_eq!(c.resolve_files(&share).unwrap_err().key, "policy.pure.manifest");
-    }
-
-    #[test]
     fn mux_sources_and_limits_from_nested_parameters() {
         let c = Config::from_params(&params(&[
             ("mux.sources.joystick.topic", json!("teleop/cmd_vel")),
@@ -766,13 +634,5 @@ mod tests {
         assert_eq!(e.key, "camera.max_width/max_height");
         // Every default is within its bounds.
         assert_eq!(Config::from_params(&BTreeMap::new()).unwrap(), Config::default());
-    }
-
-    #[test]
-    fn missing_files_are_refused_with_the_path_looked_for() {
-        let dir = std::env::temp_dir();
-        let e = resolve_existing_file("policy.hybrid.manifest", "nope/none.json", &dir).unwrap_err();
-        assert_eq!(e.key, "policy.hybrid.manifest");
-        assert!(e.allowed.contains("none.json"), "{e}");
     }
 }

@@ -11,7 +11,7 @@
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
-use mobile_vla_core::preprocess::{
+use mobile_vla_vision::{
     ChannelOrder, DType, Filter, ImageSpec, Layout, Preprocessor, RawFrame, Resampling, ResizeMode,
 };
 

@@ -20,11 +20,18 @@
 use std::path::{Path, PathBuf};
 
 use mobile_vla_core::config::Provider;
-use mobile_vla_core::preprocess::ImageSpec;
+use mobile_vla_vision::ImageSpec;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::PolicyError;
+
+mod v1;
+mod v2;
+mod validate;
+
+use v1::V1;
+use v2::V2;
 
 /// A manifest, in its v2 form whatever version the file was.
 #[derive(Debug, Clone, PartialEq)]
@@ -256,168 +263,6 @@ pub struct LoadedManifest {
     pub tokenizer_paths: Vec<PathBuf>,
 }
 
-// --- the two file schemas -------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct V1 {
-    name: String,
-    #[serde(default)]
-    stand_in: bool,
-    #[serde(default)]
-    description: String,
-    onnx: PathBuf,
-    image: ImageInput,
-    #[serde(default)]
-    text: Option<V1Text>,
-    #[serde(default)]
-    state: Vec<StatePair>,
-    action: ActionOutput,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct V1Text {
-    tokenizer: PathBuf,
-    max_length: usize,
-    prompt: String,
-    bos_id: Option<i64>,
-    eos_id: Option<i64>,
-    pad_id: i64,
-    image_span: Option<ImageSpan>,
-    input_ids: String,
-    attention_mask: Option<String>,
-    image_embeds_position_mask: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct V2 {
-    version: u32,
-    name: String,
-    #[serde(default)]
-    stand_in: bool,
-    #[serde(default)]
-    description: String,
-    stages: Vec<Stage>,
-    images: Vec<ImageInput>,
-    #[serde(default)]
-    texts: Vec<V2Text>,
-    #[serde(default)]
-    state: Vec<StatePair>,
-    action: ActionOutput,
-}
-
-fn instruction_only() -> String {
-    "{instruction}".into()
-}
-
-fn int64() -> IdType {
-    IdType::Int64
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct V2Text {
-    tokenizer: PathBuf,
-    layout: TextLayout,
-    #[serde(default = "instruction_only")]
-    prompt: String,
-    #[serde(default = "yes")]
-    strip: bool,
-    padding: Padding,
-    max_length: usize,
-    #[serde(default = "int64")]
-    dtype: IdType,
-    pad_id: i64,
-    inputs: TextRoles,
-    #[serde(default)]
-    position_ids: Option<PositionIds>,
-    #[serde(default)]
-    kosmos2: Option<Kosmos2Prompt>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl V1 {
-    fn into_manifest(self) -> Manifest {
-        let texts = self
-            .text
-            .map(|t| TextInput {
-                tokenizer: t.tokenizer,
-                layout: TextLayout::Span,
-                prompt: t.prompt,
-                strip: false,
-                padding: Padding::MaxLength,
-                max_length: t.max_length,
-                dtype: IdType::Int64,
-                pad_id: t.pad_id,
-                roles: TextRoles {
-                    input_ids: t.input_ids,
-                    attention_mask: t.attention_mask,
-                    position_ids: None,
-                    image_embeds_position_mask: t.image_embeds_position_mask,
-                },
-                position_ids: PositionIds { start: 0, pad: None },
-                kosmos2: None,
-                bos_id: t.bos_id,
-                eos_id: t.eos_id,
-                image_span: t.image_span,
-            })
-            .into_iter()
-            .collect();
-        Manifest {
-            version: 1,
-            name: self.name.clone(),
-            stand_in: self.stand_in,
-            description: self.description,
-            stages: vec![Stage { name: self.name, onnx: self.onnx, run: StageRun::PerFrame, providers: None }],
-            images: vec![self.image],
-            texts,
-            state: self.state,
-            action: self.action,
-        }
-    }
-}
-
-impl V2 {
-    fn into_manifest(self) -> Manifest {
-        let texts = self
-            .texts
-            .into_iter()
-            .map(|t| TextInput {
-                tokenizer: t.tokenizer,
-                layout: t.layout,
-                prompt: t.prompt,
-                strip: t.strip,
-                padding: t.padding,
-                max_length: t.max_length,
-                dtype: t.dtype,
-                pad_id: t.pad_id,
-                roles: t.inputs,
-                position_ids: t.position_ids.unwrap_or(PositionIds { start: 0, pad: None }),
-                kosmos2: t.kosmos2,
-                bos_id: None,
-                eos_id: None,
-                image_span: None,
-            })
-            .collect();
-        Manifest {
-            version: self.version,
-            name: self.name,
-            stand_in: self.stand_in,
-            description: self.description,
-            stages: self.stages,
-            images: self.images,
-            texts,
-            state: self.state,
-            action: self.action,
-        }
-    }
-}
-
 /// Where a graph input's value comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -491,60 +336,6 @@ impl Manifest {
         de(value)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
-        if self.stages.is_empty() || !self.stages.iter().any(|s| s.run == StageRun::PerFrame) {
-            return Err("stages: at least one stage must run per_frame".into());
-        }
-        for (i, s) in self.stages.iter().enumerate() {
-            if self.stages[..i].iter().any(|o| o.name == s.name) {
-                return Err(format!("stages[{i}].name: '{}' is used twice", s.name));
-            }
-            if s.providers.as_ref().is_some_and(Vec::is_empty) {
-                return Err(format!("stages[{i}].providers: an empty list (leave it out to use the policy's)"));
-            }
-        }
-        if self.images.is_empty() {
-            return Err("images: a policy needs at least one image input".into());
-        }
-        for (i, img) in self.images.iter().enumerate() {
-            img.spec.validate().map_err(|e| format!("images[{i}] ('{}'): {e}", img.input))?;
-        }
-        let a = &self.action;
-        if a.scale.iter().chain(&a.clip).any(|v| !v.is_finite() || *v < 0.0) {
-            return Err("action.scale and action.clip must be finite and >= 0".into());
-        }
-        match (a.step, a.period_s, a.blend) {
-            (ActionStep::Play, Some(p), _) if !(p.is_finite() && p > 0.0 && p <= 10.0) => {
-                return Err(format!("action.period_s {p} must be a duration in (0, 10] s"))
-            }
-            (ActionStep::Play, None, _) => {
-                return Err("action.step play needs action.period_s (seconds between chunk steps)".into())
-            }
-            (ActionStep::Play, _, Some(m)) if !(m.is_finite() && m >= 0.0) => {
-                return Err(format!("action.blend {m} must be finite and >= 0 (ACT's m)"))
-            }
-            (ActionStep::First | ActionStep::Last, p, b) if p.is_some() || b.is_some() => {
-                return Err("action.period_s and action.blend are for step: play".into())
-            }
-            _ => {}
-        }
-        for (i, t) in self.texts.iter().enumerate() {
-            t.validate().map_err(|e| format!("texts[{i}] ('{}'): {e}", t.roles.input_ids))?;
-        }
-        for s in &self.state {
-            if s.shape.is_empty() || s.shape.contains(&0) {
-                return Err(format!("state '{}' has an empty shape {:?}", s.input, s.shape));
-            }
-        }
-        let names = self.fed_names();
-        for (i, n) in names.iter().enumerate() {
-            if names[..i].contains(n) {
-                return Err(format!("tensor '{n}' is fed by two roles"));
-            }
-        }
-        Ok(())
-    }
-
     /// Every graph input the manifest feeds from an image, a text or the state, with its source.
     pub fn fed(&self) -> Vec<(&str, Source)> {
         let mut v: Vec<(&str, Source)> =
@@ -593,52 +384,6 @@ impl TextInput {
         };
         let min = (fixed + 1).min(self.max_length);
         (min, (min + 16).min(self.max_length), self.max_length)
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if self.max_length == 0 || self.max_length > 1 << 16 {
-            return Err(format!("max_length {} must be in 1..=65536", self.max_length));
-        }
-        if !self.prompt.contains("{instruction}") {
-            return Err("prompt must contain {instruction}".into());
-        }
-        match self.layout {
-            TextLayout::Span => {
-                let fixed = self.bos_id.is_some() as usize
-                    + self.eos_id.is_some() as usize
-                    + self.image_span.map_or(0, |s| s.length + 2);
-                if self.max_length <= fixed {
-                    return Err(format!(
-                        "max_length {} leaves no room for text after {fixed} fixed tokens",
-                        self.max_length
-                    ));
-                }
-                if self.image_span.is_some() && self.roles.image_embeds_position_mask.is_none() {
-                    return Err("image_span needs image_embeds_position_mask".into());
-                }
-            }
-            TextLayout::Kosmos2 => {
-                let Some(k) = &self.kosmos2 else {
-                    return Err("layout kosmos2 needs a 'kosmos2' object (bos_token, boi_token, eoi_token, \
-                                num_image_tokens, first_image_token_id)"
-                        .into());
-                };
-                if self.max_length <= k.num_image_tokens + 3 {
-                    return Err(format!(
-                        "max_length {} leaves no room for text after <s><image>, {} image tokens and </image>",
-                        self.max_length, k.num_image_tokens
-                    ));
-                }
-            }
-            TextLayout::Plain => {
-                if self.kosmos2.is_some() || self.roles.image_embeds_position_mask.is_some() {
-                    return Err("layout plain has no image tokens: drop 'kosmos2' and image_embeds_position_mask \
-                                (use layout kosmos2)"
-                        .into());
-                }
-            }
-        }
-        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@
 
 use fast_image_resize as fr;
 
-use super::pillow::{self, Axis, Filter, Packed};
+use crate::pillow::{self, Axis, Filter, Packed};
 
 #[derive(Default)]
 pub(super) struct SimdResampler {

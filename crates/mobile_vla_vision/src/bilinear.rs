@@ -8,9 +8,9 @@
 //! source pixels per output pixel and nothing else, which is why it is the
 //! fast path; it is not what PIL does on a downscale (see `pillow`).
 
-use super::decode::Source;
-use super::pillow::Axis;
-use super::Writer;
+use crate::decode::Source;
+use crate::pillow::Axis;
+use crate::tensor::Writer;
 
 /// Bilinear taps along one axis: for each kept output index, two absolute
 /// source indices and the weight of the second.

@@ -17,7 +17,7 @@ use std::io::Cursor;
 
 use image::ImageDecoder;
 
-use super::FrameError;
+use crate::FrameError;
 
 /// A raw frame borrowed from a `sensor_msgs/Image`.
 #[derive(Debug, Clone, Copy)]
