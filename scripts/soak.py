@@ -60,7 +60,8 @@ all:
   arrived while it was inactive that drove; an output a refused parameter
   set changed.
 * good frames after a fault answered (must be 100 %): every healthy frame a
-  node was sent, except while an episode that concerns that node is on (and
+  node was sent, except while an episode that concerns that node is on or
+  is about to begin before the frame's answer is due (and
   until the joystick's timeout after teleop, until the camera's publisher is
   matched again after camera_gone, until the answer to `activate` after a
   lifecycle episode), must be answered: a run on that frame or a newer one
@@ -85,7 +86,8 @@ all:
   node is silent while inactive and answers healthy frames after activation.
 * crashes (a node dying, a panic in its log, a non-zero exit on SIGINT), each
   node's RSS (and its anonymous, file and shared-memory parts) at the start
-  and end with the slope after the first minute, hybrid latency in the first
+  and end, the slope after the warm-up (every episode kind run once) and the
+  anonymous memory's median level then and in the last 5 minutes, hybrid latency in the first
   and last tenth, the e-stop's reaction, the peer's camera gaps, and per
   episode how long until the policy, and the hybrid itself, drove again.
 
@@ -749,10 +751,13 @@ def analyse(t: Target, episodes: list[Episode], t_start: float, t_end: float) ->
     for t0, t1 in log.bad_input:
         faults += [f"motion {c[0] - t0:.2f} s into bad/no camera input" for c in between(t0 + cmd_timeout + GRACE, t1)
                    if moving(c)]
-    # The joystick, gone mid-stream: its command must not outlive its timeout.
-    for _, t_stop in log.teleop:
+    # The joystick, gone mid-stream: its command must not outlive its timeout
+    # (judged until the next joystick starts: shuffled cycles can put two teleop episodes back to back).
+    starts = [t_start for t_start, _ in log.teleop[1:]] + [math.inf]
+    for (_, t_stop), t_next in zip(log.teleop, starts):
         faults += [f"joystick command {c[0] - t_stop:.2f} s after its publisher vanished"
-                   for c in between(t_stop + teleop_timeout + GRACE, t_stop + 5) if abs(c[1] - TELEOP_X) < 1e-3]
+                   for c in between(t_stop + teleop_timeout + GRACE, min(t_stop + 5, t_next))
+                   if abs(c[1] - TELEOP_X) < 1e-3]
 
     # The instruction: nothing against the one in force. The node may not have
     # heard of an instruction for up to GRACE, so a command is judged against
@@ -864,6 +869,10 @@ def analyse(t: Target, episodes: list[Episode], t_start: float, t_end: float) ->
         due = max(stamp, prev.hold_until if prev else 0.0) + ANSWER_S
         if due > last_seen - 1.0:
             continue
+        if e < len(mine) and due > mine[e].start:
+            # The next episode began before this frame's answer was due: its first event
+            # (an instruction change, the e-stop, a deactivation) may rightly void the answer.
+            continue
         i = bisect.bisect_left(seqs, seq)
         at = suffix_min[i]
         label = prev.kind if prev else "start"
@@ -928,11 +937,17 @@ def percentile(v, p) -> float:
     return float(np.percentile(v, p)) if len(v) else float("nan")
 
 
-def slope_mb_h(rows, col: int, t_start: float) -> float:
-    rows = [r for r in rows if r[0] > t_start + 60] or rows
+def slope_mb_h(rows, col: int, t_from: float) -> float:
+    rows = [r for r in rows if r[0] > t_from] or rows
     if len(rows) < 3:
         return float("nan")
     return float(np.polyfit([r[0] for r in rows], [r[col] for r in rows], 1)[0] * 3600)
+
+
+def level_mb(rows, col: int, t0: float, t1: float) -> float:
+    """The median of a memory column between t0 and t1: its level, without the ups and downs of the episodes."""
+    v = [r[col] for r in rows if t0 <= r[0] <= t1]
+    return float(np.median(v)) if v else float("nan")
 
 
 def main() -> int:
@@ -989,6 +1004,7 @@ def main() -> int:
         last_rss = 0.0
         cycle: list[str] = []
         seen: set[str] = set()
+        t_warm = None
 
         def alive() -> bool:
             return all(t.proc.poll() is None for t in targets) and not peer_errors
@@ -1009,6 +1025,9 @@ def main() -> int:
                 cycle = random.sample(EPISODES, len(EPISODES))
             kind = cycle.pop()
             seen.add(kind)
+            if t_warm is None and len(seen) == len(EPISODES):
+                # The first episode of every kind has run: the memory it touches is warm after this one.
+                t_warm = time.time() + a.healthy_s
             episodes.append(s.episode(kind, len(episodes)))
             healthy(a.healthy_s)
             done = len(episodes)
@@ -1034,7 +1053,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 t.proc.kill()
                 codes[t.name] = t.proc.wait()
-    out = summarise(a, s, targets, episodes, t_start, t_end, alive_at_end, codes)
+    out = summarise(a, s, targets, episodes, t_start, t_end, alive_at_end, codes, t_warm or t_start)
     if not out["passed"]:
         # Everything observed, to re-analyse a failure offline.
         keep = ("cmds", "stats", "frames", "instructions", "estop", "bad_input", "teleop", "diag", "param_events",
@@ -1061,7 +1080,7 @@ def main() -> int:
     return 0 if out["passed"] else 1
 
 
-def summarise(a, s: Soak, targets, episodes, t_start, t_end, alive_at_end, codes) -> dict:
+def summarise(a, s: Soak, targets, episodes, t_start, t_end, alive_at_end, codes, t_warm) -> dict:
     nodes, faults, problems, unanswered = {}, [], [], []
     answers: dict[str, list] = {}
     for t in targets:
@@ -1088,8 +1107,12 @@ def summarise(a, s: Soak, targets, episodes, t_start, t_end, alive_at_end, codes
             "crashes": crashes, "exit_code": codes[t.name], "warnings": sum(" WARN " in x for x in text.splitlines()),
             "rss_start_mb": rss[0][1] if rss else float("nan"), "rss_end_mb": rss[-1][1] if rss else float("nan"),
             "rss_max_mb": max((x[1] for x in rss), default=float("nan")),
-            "rss_slope_mb_per_h": slope_mb_h(rss, 1, t_start), "rss_anon_start_mb": rss[0][2] if rss else float("nan"),
-            "rss_anon_end_mb": rss[-1][2] if rss else float("nan"), "rss_anon_slope_mb_per_h": slope_mb_h(rss, 2, t_start),
+            "rss_slope_mb_per_h": slope_mb_h(rss, 1, t_warm), "rss_anon_start_mb": rss[0][2] if rss else float("nan"),
+            "rss_anon_end_mb": rss[-1][2] if rss else float("nan"), "rss_anon_slope_mb_per_h": slope_mb_h(rss, 2, t_warm),
+            # The anonymous memory's level (median) in the 5 minutes after the warm-up and in the last 5.
+            "rss_anon_warm_mb": level_mb(rss, 2, t_warm, t_warm + 300),
+            "rss_anon_last_mb": level_mb(rss, 2, t_end - 300, t_end),
+            "warm_after_s": t_warm - t_start,
             "rss_shmem_end_mb": rss[-1][4] if rss else float("nan"), "rss_file_end_mb": rss[-1][3] if rss else float("nan"),
             "rss_trace": [[round(x[0] - t_start, 1), *(round(v, 2) for v in x[1:])] for x in rss],
             "latency_first_p50_ms": percentile(first, 50), "latency_first_p99_ms": percentile(first, 99),
@@ -1200,8 +1223,8 @@ healthy frames.
 | **the hybrid back after its cool-down and probes, on time** | **{r['hybrid_returns_judged'] - r['hybrid_late']} of {r['hybrid_returns_judged']}** returns judged ({r['hybrid_failures']} hybrid failures; {r['hybrid_runs_in_cooldown']} hybrid runs during a cool-down, none driving) |
 | **parameter and lifecycle checks failed** | **{r['problem_count']}** |
 | **crashes** | **{r['crashes']}** (exit codes {raw['exit_code']}, {comp['exit_code']} on SIGINT) |
-| RSS, raw node | {raw['rss_start_mb']:.1f} MB at the start, {raw['rss_end_mb']:.1f} MB at the end, slope {raw['rss_slope_mb_per_h']:+.2f} MB/h (after the first minute); anonymous {raw['rss_anon_start_mb']:.1f} -> {raw['rss_anon_end_mb']:.1f} MB, {raw['rss_anon_slope_mb_per_h']:+.2f} MB/h |
-| RSS, compressed node | {comp['rss_start_mb']:.1f} MB at the start, {comp['rss_end_mb']:.1f} MB at the end, slope {comp['rss_slope_mb_per_h']:+.2f} MB/h; anonymous {comp['rss_anon_start_mb']:.1f} -> {comp['rss_anon_end_mb']:.1f} MB, {comp['rss_anon_slope_mb_per_h']:+.2f} MB/h |
+| RSS, raw node | {raw['rss_start_mb']:.1f} MB at the start, {raw['rss_end_mb']:.1f} MB at the end, slope {raw['rss_slope_mb_per_h']:+.2f} MB/h after the warm-up (every episode kind run once, {raw['warm_after_s'] / 60:.1f} min); anonymous {raw['rss_anon_start_mb']:.1f} -> {raw['rss_anon_end_mb']:.1f} MB, {raw['rss_anon_slope_mb_per_h']:+.2f} MB/h, its median {raw['rss_anon_warm_mb']:.1f} MB in the 5 min after the warm-up and {raw['rss_anon_last_mb']:.1f} MB in the last 5 |
+| RSS, compressed node | {comp['rss_start_mb']:.1f} MB at the start, {comp['rss_end_mb']:.1f} MB at the end, slope {comp['rss_slope_mb_per_h']:+.2f} MB/h after the warm-up; anonymous {comp['rss_anon_start_mb']:.1f} -> {comp['rss_anon_end_mb']:.1f} MB, {comp['rss_anon_slope_mb_per_h']:+.2f} MB/h, its median {comp['rss_anon_warm_mb']:.1f} MB in the 5 min after the warm-up and {comp['rss_anon_last_mb']:.1f} MB in the last 5 |
 | hybrid latency (frame stamp to command), first tenth | raw p50 {raw['latency_first_p50_ms']:.2f} ms, p99 {raw['latency_first_p99_ms']:.2f} ms; compressed p50 {comp['latency_first_p50_ms']:.2f} ms, p99 {comp['latency_first_p99_ms']:.2f} ms |
 | hybrid latency, last tenth | raw p50 {raw['latency_last_p50_ms']:.2f} ms, p99 {raw['latency_last_p99_ms']:.2f} ms; compressed p50 {comp['latency_last_p50_ms']:.2f} ms, p99 {comp['latency_last_p99_ms']:.2f} ms |
 | e-stop to the first zero command (worst case) | {r['estop_reaction_max_s'] * 1e3:.1f} ms |
@@ -1241,7 +1264,8 @@ A good frame is answered when a run on it or on a newer frame drives left
 within {r['answer_bound_s']:g} s of its stamp (after a model fault, frames in the first
 `watchdog.hard_timeout_s` after the episode within that plus {r['answer_bound_s']:g} s of its end:
 a faulty run may still be in flight); every good frame is judged except while
-an episode concerning its node is on, until the joystick's timeout after
+an episode concerning its node is on or begins before the frame's answer is
+due (its first event may rightly void it), until the joystick's timeout after
 teleop, until the new camera publisher is matched after camera_gone, and until
 `activate` is answered after a lifecycle episode. The hybrid is on time when
 it drives again within its cool-down (from `/diagnostics`), its recovery

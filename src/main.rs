@@ -16,6 +16,7 @@ mod node;
 mod param_service;
 mod ros_clock;
 mod ros_params;
+mod shutdown;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +74,8 @@ fn main() -> ExitCode {
         Err(_) => {
             // The zero went out as the shell unwound; the rcl node lives on in its
             // spin thread while it is delivered.
+            shutdown::arm();
+            shutdown::enter(shutdown::Phase::Panicked);
             std::thread::sleep(node::FINAL_ZERO_GRACE);
             ExitCode::from(101)
         }
@@ -145,7 +148,7 @@ fn configure(node: &r2r::Node, fqn: &str) -> Result<(Config, ByRole<PathBuf>, Ve
         .filter_map(|&role| {
             let path = &manifests[role];
             let m = mobile_vla_policy::manifest::Manifest::load(path).ok()?;
-            Some(ActionClip { manifest: path.display().to_string(), clip: m.manifest.action.clip })
+            Some(ActionClip { manifest: path.display().to_string(), clip: m.manifest.action.clip() })
         })
         .collect();
     check_action_range(&config, &clips)?;

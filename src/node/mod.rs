@@ -37,6 +37,7 @@ use crate::inference::Event;
 use crate::lifecycle_node::{LifecycleServices, Request as LifecycleRequest};
 use crate::param_service::ParamServices;
 use crate::ros_clock::NodeClock;
+use crate::shutdown::Phase;
 
 mod io;
 mod managed;
@@ -132,7 +133,9 @@ pub async fn run(
     let mut final_zero = FinalZero { commands: shell.out.commands.clone(), armed: true };
     let spinner = Spinner::start(node);
     serve(&mut shell, &mut inputs, &mut params, &mut events, shutdown).await;
-    // The last word to the robot is zero velocity.
+    // The last word to the robot is zero velocity; the rest of the shutdown has a deadline.
+    crate::shutdown::arm();
+    crate::shutdown::enter(Phase::FinalZero);
     let threads = shell.workers.stop_now();
     final_zero.armed = false;
     if let Err(e) = shell.out.commands.publish(Velocity::ZERO) {
@@ -140,9 +143,12 @@ pub async fn run(
     } else {
         info!(frames = shell.pipeline.frames(), "published the final zero command");
     }
+    crate::shutdown::enter(Phase::Grace);
     tokio::time::sleep(FINAL_ZERO_GRACE).await;
+    crate::shutdown::enter(Phase::Shell);
     drop(shell);
     drop(final_zero);
+    crate::shutdown::enter(Phase::Rcl);
     drop(spinner.stop());
     // A run stuck inside ONNX Runtime must not hold the process up.
     for t in threads {
@@ -150,6 +156,8 @@ pub async fn run(
             let _ = t.join();
         }
     }
+    drop((inputs, params, events));
+    crate::shutdown::enter(Phase::Exit);
     Ok(())
 }
 
