@@ -128,11 +128,11 @@ def echo_exe() -> str:
     return str(exe)
 
 
-def start_node(which: str, manifest: Path, transport: str, heavy: bool) -> subprocess.Popen:
+def start_node(which: str, manifest: Path, transport: str, heavy: bool, jpeg_scaling: str) -> subprocess.Popen:
     if which == "rust":
-        # JPEG at the smallest DCT scale that covers the model input, as the strong Python node decodes it.
+        # By default JPEG at the smallest DCT scale that covers the model input, as the strong Python node decodes it.
         cmd = [find_node_exe(), "--ros-args", "-p", f"camera.transport:={transport}",
-               "-p", f"policy.hybrid.manifest:={manifest}", "-p", "camera.jpeg_scaling:=reduced"]
+               "-p", f"policy.hybrid.manifest:={manifest}", "-p", f"camera.jpeg_scaling:={jpeg_scaling}"]
         for p in HEAVY_RUST_PARAMS if heavy else []:
             cmd += ["-p", p]
     elif which == "echo":
@@ -398,7 +398,7 @@ def run_cases(h: Harness, a, model: str, manifest: Path, heavy: bool) -> list[Ca
         transport = "compressed" if kind == "jpeg" else "raw"
         for rnd in range(a.rounds):
             for which in nodes if rnd % 2 == 0 else nodes[::-1]:
-                proc = start_node(which, manifest, transport, heavy)
+                proc = start_node(which, manifest, transport, heavy, a.jpeg_scaling)
                 try:
                     h.ready(which, frame(SIZES[0], kind), kind, proc)
                     for size in a.sizes:
@@ -423,7 +423,7 @@ def run_cases(h: Harness, a, model: str, manifest: Path, heavy: bool) -> list[Ca
 
 def soak(h: Harness, which: str, manifest: Path, frames: int, rate: float) -> dict:
     size, kind = (640, 480), "rgb8"
-    proc = start_node(which, manifest, "raw", False)
+    proc = start_node(which, manifest, "raw", False, "reduced")
     try:
         msg = frame(size, kind)
         h.ready(which, msg, kind, proc)
@@ -456,8 +456,8 @@ def soak(h: Harness, which: str, manifest: Path, frames: int, rate: float) -> di
 # --- the report -----------------------------------------------------------------------
 HEADER = (f"{'model':<7}{'input':<15}{'node':<8}{'lat p50':>8}{'p99':>8}{'max':>8}{'ORT p50':>8}"
           f"{'ovh p50':>8}{'p99':>8}{'max Hz':>8}{'skip@30':>8}{'lost@30':>8}{'CPU%':>6}{'RSS MB':>8}")
-PARTS_HEADER = (f"{'model':<7}{'input':<15}{'node':<8}{'DDS in+hand-over':>17}{'decode+resize':>14}{'ORT':>8}"
-                f"{'to publish':>11}{'DDS out':>8}   (p50, ms)")
+PARTS_HEADER = (f"{'model':<7}{'input':<15}{'node':<8}{'DDS in+hand-over':>17}{'decode+resize':>14}{'p99':>7}"
+                f"{'ORT':>8}{'to publish':>11}{'DDS out':>8}   (p50 but where p99, ms)")
 
 
 def row(c: Case) -> str:
@@ -470,7 +470,8 @@ def row(c: Case) -> str:
 
 def parts_row(c: Case) -> str:
     p = {k: pct(v, 50) for k, v in c.parts.items()}
-    return (f"{c.model:<7}{c.input:<15}{c.node:<8}{p['in']:>17.2f}{p['pre']:>14.2f}{pct(c.ort, 50):>8.2f}"
+    return (f"{c.model:<7}{c.input:<15}{c.node:<8}{p['in']:>17.2f}{p['pre']:>14.2f}{pct(c.parts['pre'], 99):>7.2f}"
+            f"{pct(c.ort, 50):>8.2f}"
             f"{p['post']:>11.2f}{p['out']:>8.2f}")
 
 
@@ -610,8 +611,11 @@ def targets(cases: list[Case], rs: list[dict], soaks: list[dict]) -> list[str]:
     return out
 
 
-def write_report(path: Path, machine_info: str, date: str, cases: list[Case], rs: list[dict], soaks: list[dict]) -> None:
-    svg(cases, ROOT / "benches/compare.svg")
+def write_report(path: Path, machine_info: str, date: str, cases: list[Case], rs: list[dict], soaks: list[dict]) -> Path:
+    # The repository's report keeps its plot in benches/; any other report gets its own beside it.
+    plot = ROOT / "benches/compare.svg" if path.resolve().parent == ROOT else path.with_suffix(".svg")
+    svg(cases, plot)
+    plot_link = os.path.relpath(plot.resolve(), path.resolve().parent)
     fence = "```"
     text = f"""# Benchmarks: mobile_vla against the best Python node, the original pipeline and the floor
 
@@ -671,8 +675,9 @@ while that input ran (model included).
 {chr(10).join([HEADER] + [row(c) for c in cases])}
 {fence}
 
-Where the overhead goes, p50 of the lock-step frames: DDS in + hand-over = frame
-stamp to the node's worker starting on it; decode+resize = frame to input tensor;
+Where the overhead goes, p50 of the lock-step frames (and p99 of decode+resize):
+DDS in + hand-over = frame stamp to the node's worker starting on it;
+decode+resize = frame to input tensor;
 to publish = ORT done to the command's publish; DDS out = that publish to its
 arrival at the harness.
 
@@ -691,7 +696,7 @@ latency p50: what the node adds to the floor (its preprocessing included).
 {chr(10).join(ratio_table(rs))}
 {fence}
 
-![overhead p50 per node](benches/compare.svg)
+![overhead p50 per node]({plot_link})
 
 ## Soak
 
@@ -704,6 +709,7 @@ latency p50: what the node adds to the floor (its preprocessing included).
     old = path.read_text() if path.exists() else ""
     notes = old[old.index(NOTES_MARKER):] if NOTES_MARKER in old else NOTES_MARKER + "\n"
     path.write_text(text + "\n" + notes)
+    return plot
 
 
 NOTES_MARKER = "<!-- Notes: everything below this line is kept when compare.py rewrites this file. -->"
@@ -728,6 +734,8 @@ def main() -> int:
     ap.add_argument("--soak-nodes", default="rust,strong", help="comma list; empty: no soak")
     ap.add_argument("--nodes", default="rust,strong,python,echo", help="comma list, run in this order (round 1)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per input")
+    ap.add_argument("--jpeg-scaling", choices=("reduced", "full"), default="reduced",
+                    help="the Rust node's camera.jpeg_scaling (reduced: as the strong Python node decodes)")
     ap.add_argument("--report", type=Path, help="write the markdown report here (for example BENCHMARKS.md)")
     ap.add_argument("--report-from", type=Path, help="measure nothing: report an earlier run's compare.json")
     a = ap.parse_args()
@@ -767,8 +775,8 @@ def main() -> int:
     svg(cases, out_dir / "compare.svg")
     print("\nwrote build/bench/compare.json (every sample; --report-from reads it) and build/bench/compare.svg")
     if a.report:
-        write_report(a.report, data["machine"], data.get("date", "?"), cases, rs, soaks)
-        print(f"wrote {a.report} and benches/compare.svg")
+        plot = write_report(a.report, data["machine"], data.get("date", "?"), cases, rs, soaks)
+        print(f"wrote {a.report} and {plot}")
     return 0
 
 

@@ -6,6 +6,13 @@ its manifest and reference outputs.
             decoder over <image> + image tokens + text) + CLIP (vision tower on
             its own crop, text tower as a per-instruction stage) -> LSTM -> MLP
     pure:   Kosmos-2 -> LSTM -> MLP
+    features: the model team's RoboVLMs-style family, in two stages: a
+            per-frame backbone (Kosmos-2 -> vision_features, text_features),
+            windows of the last T frames of both, and a head (LSTM over the
+            window -> MLP -> a chunk of future actions on 2 axes, in [-1, 1])
+    images: the same family taking a window of T images [1, T, 3, 224, 224]
+            (torchvision's Resize((224, 224)) and ImageNet normalisation) in
+            one graph: Kosmos-2's vision on each, LSTM over them -> chunk
 
 The head (an LSTM over the pooled features, state in and out, and an MLP to a
 chunk of T actions) is this script's `Head`; `--head` loads its trained
@@ -16,6 +23,8 @@ no hub access is needed for local folders).
     python3 scripts/export_policy.py --kind hybrid --kosmos2 K2_DIR --clip CLIP_DIR \\
         --head head.pt --out build/export/hybrid [--io f16] [--fp16] [--ids int32] \\
         [--padding exact] [--chunk 4] [--external-data] [--frames DIR --instruction "go to the cup"]
+    python3 scripts/export_policy.py --kind features --kosmos2 K2_DIR --window 8 --chunk 10 \\
+        --axes linear_x,linear_y --bounds -1.15,1.15 --out build/export/features [--frames DIR ...]
 
 Writes OUT/policy.onnx (and OUT/clip_text.onnx for the hybrid), external data
 beside them when asked or when a graph is over 2 GB, OUT/<kind>.json (the
@@ -115,6 +124,62 @@ class Pure(nn.Module):
         return actions.to(self.io), h.to(self.io), c.to(self.io)
 
 
+class Backbone(nn.Module):
+    """The features kind's per-frame stage: Kosmos-2 -> (vision_features, text_features), [1, D] each."""
+
+    def __init__(self, kosmos2):
+        super().__init__()
+        self.kosmos2 = kosmos2
+
+    def forward(self, pixel_values, input_ids, attention_mask, image_embeds_position_mask):
+        out = self.kosmos2(pixel_values=pixel_values, input_ids=input_ids.long(), attention_mask=attention_mask.long(),
+                           image_embeds_position_mask=image_embeds_position_mask.long())
+        return out.image_embeds.mean(1), last_real(out.last_hidden_state, attention_mask)
+
+
+class WindowHead(nn.Module):
+    """An LSTM over the T frames of the feature windows, then an MLP to a chunk of future
+    actions on `axes` axes, in [-1, 1] (RoboVLMs' normalised actions)."""
+
+    def __init__(self, in_dim: int, hidden: int, chunk: int, axes: int):
+        super().__init__()
+        self.chunk, self.axes = chunk, axes
+        self.lstm = nn.LSTM(in_dim, hidden, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, chunk * axes))
+
+    def forward(self, *windows):
+        out, _ = self.lstm(torch.cat(windows, -1))
+        return torch.tanh(self.mlp(out[:, -1])).view(1, self.chunk, self.axes)
+
+
+class ImageWindowPolicy(nn.Module):
+    """The images kind, one graph: Kosmos-2's vision on each of the T frames of the window,
+    its text over the newest, and the window head."""
+
+    def __init__(self, kosmos2, head, window: int):
+        super().__init__()
+        self.kosmos2, self.head, self.window = kosmos2, head, window
+
+    def forward(self, image_window, input_ids, attention_mask, image_embeds_position_mask):
+        vision = []
+        for t in range(self.window):
+            out = self.kosmos2(pixel_values=image_window[:, t], input_ids=input_ids.long(),
+                               attention_mask=attention_mask.long(),
+                               image_embeds_position_mask=image_embeds_position_mask.long())
+            vision.append(out.image_embeds.mean(1))
+        text = last_real(out.last_hidden_state, attention_mask)
+        return self.head(torch.stack(vision, 1), text[:, None].expand(-1, self.window, -1))
+
+
+def imagenet_pixels(image: Image.Image, size: int = 224) -> np.ndarray:
+    """torchvision's Resize((size, size)), ToTensor and ImageNet Normalize, as the team preprocessed."""
+    from torchvision import transforms
+
+    t = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
+                            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    return t(image)[None].numpy()
+
+
 def processors(kosmos2_dir: Path, clip_dir: Path | None):
     """The Hugging Face processors, PIL backend (what the node reproduces)."""
     from transformers import AutoTokenizer, CLIPImageProcessorPil, Kosmos2Processor
@@ -181,7 +246,7 @@ def export(module, args, path: Path, inputs: list[str], outputs: list[str], dyna
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kind", choices=["hybrid", "pure"], required=True)
+    ap.add_argument("--kind", choices=["hybrid", "pure", "features", "images"], required=True)
     ap.add_argument("--kosmos2", type=Path, required=True, help="Hugging Face Kosmos-2 folder (model + processor)")
     ap.add_argument("--clip", type=Path, help="Hugging Face CLIP folder (model + processor), hybrid only")
     ap.add_argument("--head", type=Path, help="trained head state_dict (.pt); random without it")
@@ -197,13 +262,21 @@ def main() -> None:
     ap.add_argument("--frames", type=Path, help="folder of JPEG/PNG frames for reference.json")
     ap.add_argument("--instruction", action="append", default=[], help="instructions for reference.json")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--window", type=int, default=8, help="features/images: frames in a window (T)")
+    ap.add_argument("--window-start", choices=["wait", "repeat_first"], default="wait")
+    ap.add_argument("--axes", default="linear_x,linear_y", help="features/images: the 2 axes the head predicts")
+    ap.add_argument("--bounds", default="-1.15,1.15", help="features/images: [min, max] the head's [-1, 1] maps to")
+    ap.add_argument("--name", help="the policy's name in the manifest (default: the kind)")
     ap.add_argument("--stand-in", action="store_true")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     for k in ("kosmos2", "clip", "head", "frames", "out"):
         if getattr(a, k) is not None:
             setattr(a, k, getattr(a, k).resolve())
-    run(a)
+    if a.kind in ("features", "images"):
+        run_windowed(a)
+    else:
+        run(a)
 
 
 def run(a) -> None:
@@ -343,6 +416,184 @@ def sensitivity(a, model, text_stage, k2p, clipp, h0, frame: Path, act: dict) ->
         out["clip_pixels_stretched_instead_of_cropped"] = float(np.abs(torch_step(a.kind, model, text_stage, g, h0, h0)[0].astype(np.float32) - base).max())
     print(f"sensitivity of the action: {out}")
     return out
+
+
+# --- the model team's family: windows and 2-axis normalised chunks ------------------------------
+
+
+def text_feeds(k2, image: Image.Image, instruction: str, prompt: str) -> dict[str, np.ndarray]:
+    """Kosmos2Processor's tokens (exact length, int64) and pixels for one frame."""
+    enc = k2(text=prompt.replace("{instruction}", instruction), images=image, return_tensors="np")
+    f = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "image_embeds_position_mask")}
+    f["pixel_values"] = enc["pixel_values"].astype(np.float32)
+    return f
+
+
+def window_of(history: list, t: int, start: str):
+    """The last t entries, oldest first, the older slots repeating the first (repeat_first); None while waiting."""
+    if len(history) < t and start == "wait":
+        return None
+    recent = history[-t:]
+    return [recent[0]] * (t - len(recent)) + recent
+
+
+def run_windowed(a) -> None:
+    from transformers import Kosmos2Model
+
+    torch.manual_seed(a.seed)
+    a.out.mkdir(parents=True, exist_ok=True)
+    kosmos2 = Kosmos2Model.from_pretrained(a.kosmos2).eval()
+    k2p, _ = processors(a.kosmos2, None)
+    d = kosmos2.config.text_config.embed_dim
+    axes = a.axes.split(",")
+    head = WindowHead(2 * d, a.hidden, a.chunk, len(axes)).eval()
+    if a.head:
+        head.load_state_dict(torch.load(a.head, map_location="cpu"))
+    elif a.stand_in:
+        # A random stand-in's head with weights large enough that every frame of the window
+        # moves the command measurably (see the sensitivity in reference.json).
+        g = torch.Generator().manual_seed(a.seed)
+        with torch.no_grad():
+            for p in head.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    probe = Image.fromarray(np.full((240, 320, 3), 128, np.uint8))
+    f = text_feeds(k2p, probe, "go to the cup", a.prompt)
+    text_axes = {"input_ids": {1: "text"}, "attention_mask": {1: "text"}, "image_embeds_position_mask": {1: "text"}}
+    text_names = ["input_ids", "attention_mask", "image_embeds_position_mask"]
+    name = a.name or a.kind
+    cmd = [sys.executable, str(HERE / "hf_manifest.py"), "--name", name, "-o", str(a.out / f"{name}.json"),
+           "--text", f"input_ids={a.kosmos2}", "--prompt", f"input_ids={a.prompt}", "--action", "actions",
+           "--step", "first", "--axes", ",".join(f"{ax}={i}" for i, ax in enumerate(axes)), f"--bounds={a.bounds}",
+           "--window-start", a.window_start, "--description", f"{a.kind} policy exported by scripts/export_policy.py"]
+    if a.stand_in:
+        cmd.append("--stand-in")
+    if a.kind == "features":
+        backbone = Backbone(kosmos2).eval()
+        export(backbone, [f["pixel_values"]] + [f[n] for n in text_names], a.out / "backbone.onnx",
+               ["pixel_values"] + text_names, ["vision_features", "text_features"], text_axes, False)
+        with torch.no_grad():
+            v, t = backbone(*(torch.from_numpy(f[n]) for n in ["pixel_values"] + text_names))
+        w = np.repeat(v.numpy()[:, None], a.window, 1), np.repeat(t.numpy()[:, None], a.window, 1)
+        export(head, list(w), a.out / "head.onnx", ["vision_window", "text_window"], ["actions"], {}, False)
+        cmd += ["--stage", "backbone=backbone.onnx", "--stage", "head=head.onnx", "--image", f"pixel_values={a.kosmos2}",
+                "--window", f"vision_window=vision_features:{a.window}",
+                "--window", f"text_window=text_features:{a.window}"]
+        model = (backbone, head)
+    else:
+        policy = ImageWindowPolicy(kosmos2, head, a.window).eval()
+        px = np.repeat(imagenet_pixels(probe)[:, None], a.window, 1)
+        export(policy, [px] + [f[n] for n in text_names], a.out / "policy.onnx", ["image_window"] + text_names,
+               ["actions"], text_axes, a.external_data)
+        cmd += ["--stage", "policy=policy.onnx", "--image", "frame=imagenet",
+                "--window", f"image_window=frame:{a.window}"]
+        model = policy
+    subprocess.run(cmd, check=True, cwd=a.out)
+    check_windowed_export(a, model, f)
+    if a.frames:
+        windowed_reference(a, model, k2p, a.out / f"{name}.json")
+
+
+def windowed_step(a, model, history: list, tokens: dict):
+    """PyTorch's chunk for the window over `history` (per-frame entries), or None while it waits."""
+    names = ["input_ids", "attention_mask", "image_embeds_position_mask"]
+    with torch.no_grad():
+        if a.kind == "features":
+            _, head = model
+            w = window_of(history, a.window, a.window_start)
+            if w is None:
+                return None
+            vision = torch.cat([torch.from_numpy(v)[:, None] for v, _ in w], 1)
+            text = torch.cat([torch.from_numpy(t)[:, None] for _, t in w], 1)
+            return head(vision, text).numpy()
+        w = window_of(history, a.window, a.window_start)
+        if w is None:
+            return None
+        px = torch.from_numpy(np.stack([p[0] for p in w])[None])
+        return model(px, *(torch.from_numpy(tokens[n]) for n in names)).numpy()
+
+
+def frame_entry(a, model, k2p, image: Image.Image, instruction: str):
+    """What one frame adds to the windows (PyTorch), and its tokens."""
+    f = text_feeds(k2p, image, instruction, a.prompt)
+    if a.kind == "features":
+        backbone, _ = model
+        with torch.no_grad():
+            v, t = backbone(*(torch.from_numpy(f[n]) for n in ["pixel_values", "input_ids", "attention_mask",
+                                                               "image_embeds_position_mask"]))
+        return (v.numpy(), t.numpy()), f
+    px = imagenet_pixels(image)
+    # torchvision's Resize on a PIL image is PIL's antialiased bilinear resize: the node's
+    # manifest says so (`imagenet`), and the pixels must agree to the last bit of PIL's output.
+    pil = np.asarray(image.resize((224, 224), Image.BILINEAR), np.float32) / 255.0
+    want = ((pil - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32))
+    assert np.abs(want.transpose(2, 0, 1)[None] - px).max() < 1e-5, "torchvision's Resize is not PIL's here"
+    return px, f
+
+
+def velocity(a, chunk: np.ndarray) -> list[float]:
+    """Step 0 of a chunk [1, T, k] in [-1, 1], denormalised onto the manifest's axes (the others 0)."""
+    lo, hi = (float(v) for v in a.bounds.split(","))
+    row = chunk.astype(np.float32).reshape(-1, chunk.shape[-1])[0]
+    out = {"linear_x": 0.0, "linear_y": 0.0, "angular_z": 0.0}
+    for i, ax in enumerate(a.axes.split(",")):
+        v = row[i] * (hi - lo) / 2 + (hi + lo) / 2
+        out[ax] = float(np.clip(v, lo, hi))  # RoboVLMs' denormalisation stays within [min, max]
+    return [out["linear_x"], out["linear_y"], out["angular_z"]]
+
+
+def windowed_reference(a, model, k2p, manifest_path: Path) -> None:
+    """PyTorch's command for every frame, in order, per instruction (windows start over
+    with each instruction), None for a frame on which a waiting window is not full yet."""
+    frames = sorted(p for p in a.frames.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    out = {"manifest": manifest_path.name, "frames": [os.path.relpath(p, a.out) for p in frames],
+           "window": a.window, "window_start": a.window_start, "runs": []}
+    for instruction in a.instruction or ["go to the cup"]:
+        history, actions = [], []
+        for p in frames:
+            entry, tokens = frame_entry(a, model, k2p, Image.open(p).convert("RGB"), instruction)
+            history.append(entry)
+            chunk = windowed_step(a, model, history, tokens)
+            actions.append(None if chunk is None else velocity(a, chunk))
+        out["runs"].append({"instruction": instruction, "actions": actions})
+    # How far a preprocessing error (every frame of the window resized from a half-size
+    # nearest-neighbour copy) moves the command: a test at its tolerance must see it.
+    images = [Image.open(p).convert("RGB") for p in frames[: a.window]]
+    tokens = frame_entry(a, model, k2p, images[-1], "go to the cup")[1]
+    base = [frame_entry(a, model, k2p, im, "go to the cup")[0] for im in images]
+    wrong = [frame_entry(a, model, k2p, im.resize((im.width // 2, im.height // 2), Image.NEAREST), "go to the cup")[0]
+             for im in images]
+    moved = np.abs(np.array(velocity(a, windowed_step(a, model, wrong, tokens)))
+                   - np.array(velocity(a, windowed_step(a, model, base, tokens)))).max()
+    out["sensitivity"] = {"every_frame_from_a_half_size_nearest_frame": float(moved)}
+    (a.out / "reference.json").write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {a.out / 'reference.json'} ({len(frames)} frames x {len(out['runs'])} instructions); "
+          f"sensitivity {out['sensitivity']}")
+
+
+def check_windowed_export(a, model, f) -> None:
+    """The exported graphs against PyTorch, in onnxruntime, on a window of the probe frame."""
+    cpu = ["CPUExecutionProvider"]
+    text = {n: f[n] for n in ("input_ids", "attention_mask", "image_embeds_position_mask")}
+    if a.kind == "features":
+        backbone, head = model
+        b = ort.InferenceSession(str(a.out / "backbone.onnx"), providers=cpu)
+        v, t = b.run(None, {"pixel_values": f["pixel_values"], **text})
+        h = ort.InferenceSession(str(a.out / "head.onnx"), providers=cpu)
+        got = h.run(None, {"vision_window": np.repeat(v[:, None], a.window, 1),
+                           "text_window": np.repeat(t[:, None], a.window, 1)})[0]
+        with torch.no_grad():
+            tv, tt = backbone(*(torch.from_numpy(f[n]) for n in ["pixel_values", *text]))
+            want = head(tv[:, None].expand(-1, a.window, -1), tt[:, None].expand(-1, a.window, -1)).numpy()
+    else:
+        s = ort.InferenceSession(str(a.out / "policy.onnx"), providers=cpu)
+        px = np.repeat(imagenet_pixels(Image.fromarray(np.full((240, 320, 3), 128, np.uint8)))[:, None], a.window, 1)
+        got = s.run(None, {"image_window": px, **text})[0]
+        with torch.no_grad():
+            want = model(torch.from_numpy(px), *(torch.from_numpy(text[n]) for n in text)).numpy()
+    diff = float(np.abs(got - want).max())
+    print(f"export check: onnxruntime vs PyTorch max |diff| = {diff:.2e}")
+    if diff > 1e-4:
+        sys.exit("the ONNX export does not reproduce PyTorch")
 
 
 if __name__ == "__main__":

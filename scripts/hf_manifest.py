@@ -20,6 +20,10 @@ axis is dynamic (exact-length) or fixed (padded to that length).
         --state h_in:h_out --state c_in:c_out --action actions --step first \\
         -o hybrid.json
 
+Windows (`--window GRAPH_INPUT=FROM:T`, `--window-start`) and named,
+denormalised action axes (`--axes linear_x=0,linear_y=1 --bounds -1.15,1.15`)
+write the RoboVLMs-style heads' manifests (see the README's Models section).
+
 Paths in the manifest are written relative to the manifest's folder. Needs
 `onnx` and the standard library only (no torch, no transformers).
 """
@@ -83,10 +87,27 @@ def float_type(elem: int, what: str) -> str:
     fail(f"{what} is {onnx.TensorProto.DataType.Name(elem)}; f32 or f16 expected")
 
 
-def image_entry(name: str, folder: Path, inputs: dict) -> dict:
-    if name not in inputs:
-        fail(f"--image {name}: no graph input of that name (inputs: {sorted(inputs)})")
-    elem, dims = inputs[name]
+# torchvision's transforms.Resize((H, W)) on a PIL image (PIL's bilinear, antialiased) and ImageNet's mean and std.
+IMAGENET = {"filter": "bilinear", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def image_entry(name: str, folder: str, inputs: dict, windows: dict) -> dict:
+    """An image input from a processor folder, or `imagenet` (torchvision Resize((H, W)) + ImageNet
+    normalisation); an image only a window takes is sized from the window's graph input [1, T, ...]."""
+    if name in inputs:
+        elem, dims = inputs[name]
+    elif name in windows and windows[name] in inputs:
+        elem, wdims = inputs[windows[name]]
+        dims = [1] + wdims[2:]
+    else:
+        fail(f"--image {name}: no graph input of that name, nor a window of it (inputs: {sorted(inputs)})")
+    if folder == "imagenet":
+        if len(dims) != 4 or dims[1] != 3:
+            fail(f"--image {name}: imagenet preprocessing needs an NCHW input, the graph has {dims}")
+        return {"input": name, "width": dims[3], "height": dims[2], "resize": "stretch", "filter": IMAGENET["filter"],
+                "antialias": True, "channel_order": "rgb", "layout": "nchw", "scale": 1 / 255,
+                "mean": IMAGENET["mean"], "std": IMAGENET["std"], "dtype": float_type(elem, f"image input {name}")}
+    folder = Path(folder)
     # The hub's files have preprocessor_config.json; transformers 5 saves it inside processor_config.json.
     pc = read_json(folder / "preprocessor_config.json") or read_json(folder / "processor_config.json").get(
         "image_processor", {})
@@ -209,7 +230,11 @@ def main() -> None:
     ap.add_argument("--name", required=True, help="policy name in logs and status: hybrid or pure")
     ap.add_argument("--stage", action="append", required=True,
                     help="NAME=FILE.onnx[:per_frame|per_instruction], in run order")
-    ap.add_argument("--image", action="append", default=[], help="GRAPH_INPUT=HF_FOLDER")
+    ap.add_argument("--image", action="append", default=[],
+                    help="GRAPH_INPUT=HF_FOLDER, or GRAPH_INPUT=imagenet (torchvision Resize + ImageNet mean/std)")
+    ap.add_argument("--window", action="append", default=[],
+                    help="GRAPH_INPUT=FROM:T: a window of T frames of FROM (an image input or a per-frame stage's output)")
+    ap.add_argument("--window-start", choices=["wait", "repeat_first"], default="wait")
     ap.add_argument("--text", action="append", default=[], help="GRAPH_INPUT_IDS=HF_FOLDER")
     ap.add_argument("--prompt", action="append", default=[], help="GRAPH_INPUT_IDS=TEMPLATE with {instruction}")
     ap.add_argument("--state", action="append", default=[], help="INPUT:OUTPUT")
@@ -217,6 +242,10 @@ def main() -> None:
     ap.add_argument("--index", default=None, help="comma-separated leading indices, e.g. 0,-1")
     ap.add_argument("--step", default="first", choices=["first", "last"])
     ap.add_argument("--elements", default="0,1,2", help="indices of linear.x, linear.y, angular.z")
+    ap.add_argument("--axes", default=None,
+                    help="named axes instead of --elements: e.g. linear_x=0,angular_z=1 (the others stay 0)")
+    ap.add_argument("--bounds", default=None,
+                    help="with --axes: MIN,MAX of every axis, for a head trained on actions mapped to [-1, 1]")
     ap.add_argument("--scale", default="1,1,1")
     ap.add_argument("--clip", default="1.15,1.15,1.15")
     ap.add_argument("--stand-in", action="store_true", help="mark as a stand-in (the node warns)")
@@ -240,7 +269,15 @@ def main() -> None:
     inputs = graph_inputs(paths)
     outputs = graph_outputs(paths)
     prompts = dict(p.split("=", 1) for p in a.prompt)
-    images = [image_entry(n, Path(d), inputs) for n, d in (i.split("=", 1) for i in a.image)]
+    windows = []
+    for w in a.window:
+        name, _, rest = w.partition("=")
+        source, _, length = rest.partition(":")
+        if name not in inputs:
+            fail(f"--window {w}: {name!r} is not a graph input")
+        windows.append({"input": name, "from": source, "length": int(length)})
+    window_of = {w["from"]: w["input"] for w in windows}
+    images = [image_entry(n, d, inputs, window_of) for n, d in (i.split("=", 1) for i in a.image)]
     texts = [text_entry(n, Path(d), inputs, prompts.get(n, "{instruction}"), out_dir)
              for n, d in (t.split("=", 1) for t in a.text)]
     state = []
@@ -254,9 +291,14 @@ def main() -> None:
         state.append({"input": i, "output": o, "shape": dims, "dtype": float_type(elem, f"state {i}")})
     if a.action not in outputs:
         fail(f"--action {a.action}: not an output (outputs: {sorted(outputs)})")
-    lx, ly, az = (int(v) for v in a.elements.split(","))
-    action = {"output": a.action, "step": a.step, "linear_x": lx, "linear_y": ly, "angular_z": az,
-              "scale": [float(v) for v in a.scale.split(",")], "clip": [float(v) for v in a.clip.split(",")]}
+    if a.axes:
+        lo, hi = (float(v) for v in (a.bounds or "-1,1").split(","))
+        axes = {k: {"index": int(v), "bounds": [lo, hi]} for k, v in (x.split("=") for x in a.axes.split(","))}
+        action = {"output": a.action, "step": a.step, "axes": axes}
+    else:
+        lx, ly, az = (int(v) for v in a.elements.split(","))
+        action = {"output": a.action, "step": a.step, "linear_x": lx, "linear_y": ly, "angular_z": az,
+                  "scale": [float(v) for v in a.scale.split(",")], "clip": [float(v) for v in a.clip.split(",")]}
     if a.index is not None:
         action["index"] = [int(v) for v in a.index.split(",") if v != ""]
     manifest = {"version": 2, "name": a.name}
@@ -265,6 +307,8 @@ def main() -> None:
     if a.description:
         manifest["description"] = a.description
     manifest.update(stages=stages, images=images, texts=texts, state=state, action=action)
+    if windows:
+        manifest.update(windows=windows, window_start=a.window_start)
     a.output.write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {a.output}")
 

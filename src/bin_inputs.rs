@@ -3,8 +3,11 @@
 //! node's own preprocessing and tokenisation (no model is run). For checking
 //! an export against the processors it was trained with:
 //!
-//!     mobile_vla_inputs MANIFEST.json FRAME.jpg|FRAME.png --instruction TEXT --out DIR
-//!     mobile_vla_inputs MANIFEST.json FRAME.raw --raw WIDTHxHEIGHT ENCODING --instruction TEXT --out DIR
+//!     mobile_vla_inputs MANIFEST.json FRAME.jpg|FRAME.png... --instruction TEXT --out DIR
+//!     mobile_vla_inputs MANIFEST.json FRAME.raw... --raw WIDTHxHEIGHT ENCODING --instruction TEXT --out DIR
+//!
+//! With several frames (oldest first), the image inputs are the last one's
+//! and each image window holds the last T frames, as the node fills it.
 //!
 //! `--jpeg-scaling reduced` decodes a JPEG as `camera.jpeg_scaling: reduced` does.
 //! `--resampling simd` resizes as `camera.resampling: simd` does.
@@ -18,12 +21,12 @@ use mobile_vla_policy::inspect::write_inputs;
 use mobile_vla_vision::{Image, JpegScaling, RawFrame, Resampling};
 
 const USAGE: &str =
-    "usage: mobile_vla_inputs MANIFEST FRAME [--raw WIDTHxHEIGHT ENCODING] [--jpeg-scaling full|reduced] \
+    "usage: mobile_vla_inputs MANIFEST FRAME... [--raw WIDTHxHEIGHT ENCODING] [--jpeg-scaling full|reduced] \
      [--resampling exact|simd] [--instruction TEXT] --out DIR";
 
 struct Args {
     manifest: PathBuf,
-    frame: PathBuf,
+    frames: Vec<PathBuf>,
     raw: Option<(u32, u32, String)>,
     jpeg_scaling: JpegScaling,
     resampling: Resampling,
@@ -63,8 +66,11 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             _ => pos.push(PathBuf::from(a)),
         }
     }
-    let [manifest, frame]: [PathBuf; 2] = pos.try_into().map_err(|_| USAGE.to_string())?;
-    Ok(Args { manifest, frame, raw, jpeg_scaling, resampling, instruction, out: out.ok_or(USAGE)? })
+    if pos.len() < 2 {
+        return Err(USAGE.into());
+    }
+    let manifest = pos.remove(0);
+    Ok(Args { manifest, frames: pos, raw, jpeg_scaling, resampling, instruction, out: out.ok_or(USAGE)? })
 }
 
 fn main() -> ExitCode {
@@ -75,24 +81,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let data = match std::fs::read(&args.frame) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("mobile_vla_inputs: {}: {e}", args.frame.display());
-            return ExitCode::from(1);
+    let mut data = Vec::new();
+    for path in &args.frames {
+        match std::fs::read(path) {
+            Ok(d) => data.push(d),
+            Err(e) => {
+                eprintln!("mobile_vla_inputs: {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
         }
-    };
-    let frame = match &args.raw {
-        Some((w, h, encoding)) => {
-            let step = if h * w == 0 { 0 } else { (data.len() / *h as usize) as u32 };
-            Image::Raw(RawFrame { width: *w, height: *h, encoding, step, data: &data })
-        }
-        None => {
-            let format = args.frame.extension().and_then(|e| e.to_str()).unwrap_or("jpeg");
-            Image::Compressed { format, data: &data }
-        }
-    };
-    match write_inputs(&args.manifest, &frame, args.jpeg_scaling, args.resampling, &args.instruction, &args.out) {
+    }
+    let frames: Vec<Image<'_>> = args
+        .frames
+        .iter()
+        .zip(&data)
+        .map(|(path, data)| match &args.raw {
+            Some((w, h, encoding)) => {
+                let step = if h * w == 0 { 0 } else { (data.len() / *h as usize) as u32 };
+                Image::Raw(RawFrame { width: *w, height: *h, encoding, step, data })
+            }
+            None => {
+                let format = path.extension().and_then(|e| e.to_str()).unwrap_or("jpeg");
+                Image::Compressed { format, data }
+            }
+        })
+        .collect();
+    match write_inputs(&args.manifest, &frames, args.jpeg_scaling, args.resampling, &args.instruction, &args.out) {
         Ok(names) => {
             println!("{}", names.join("\n"));
             ExitCode::SUCCESS

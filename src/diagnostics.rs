@@ -29,6 +29,9 @@ pub struct PolicyInfo {
     pub provider: String,
     pub loaded: bool,
     pub takes_instruction: bool,
+    /// The velocity axes its action drives, and those it leaves at 0.
+    pub commanded_axes: Vec<&'static str>,
+    pub absent_axes: Vec<&'static str>,
     /// The ONNX Runtime that runs it, once loaded.
     pub runtime: Option<RuntimeInfo>,
     /// The providers registered and the nodes ONNX Runtime gave each, once loaded.
@@ -40,6 +43,8 @@ impl PolicyInfo {
     pub fn loaded_as(&mut self, providers: Providers, loaded: Loaded) {
         self.loaded = true;
         self.takes_instruction = loaded.takes_instruction;
+        self.commanded_axes = loaded.commanded_axes;
+        self.absent_axes = loaded.absent_axes;
         self.runtime = Some(loaded.runtime);
         self.provider = providers.main();
         self.providers = Some(providers);
@@ -84,6 +89,8 @@ fn policy_status(wd: &Watchdog, r: Role, info: &PolicyInfo) -> vla::PolicyStatus
         loaded: info.loaded,
         healthy: h.healthy,
         takes_instruction: info.takes_instruction,
+        commanded_axes: info.commanded_axes.iter().map(|a| a.to_string()).collect(),
+        absent_axes: info.absent_axes.iter().map(|a| a.to_string()).collect(),
         requested_providers: info.requested.iter().map(|p| p.ort_name().to_string()).collect(),
         execution_provider: info.provider.clone(),
         registered_providers: info

@@ -143,6 +143,18 @@ def clip_tokenizer():
     return CLIPTokenizer(vocab=model["vocab"], merges=merges)
 
 
+def tiny_kosmos2_config(vocab_size: int):
+    """Kosmos-2's architecture at toy width: 2 layers of 32 in each tower, 64 latent queries."""
+    from transformers import Kosmos2Config
+    return Kosmos2Config(
+        text_config=dict(vocab_size=vocab_size, embed_dim=32, layers=2, ffn_dim=64, attention_heads=4,
+                         max_position_embeddings=256, dropout=0.0, attention_dropout=0.0, pad_token_id=1,
+                         bos_token_id=0, eos_token_id=2),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=224, patch_size=14),
+        latent_query_num=64)
+
+
 def roughen(model: torch.nn.Module, std: float, seed: int) -> None:
     """Random weights large enough that the action depends on every pixel and token:
     with Hugging Face's 0.02 initialisation a tiny model's output barely moves, and a
@@ -159,7 +171,7 @@ def roughen(model: torch.nn.Module, std: float, seed: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.parse_args()
-    from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, Kosmos2Config,
+    from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor,
                               Kosmos2Model, Kosmos2Processor)
 
     for d in ["kosmos2", "clip", "hybrid", "pure", "frames"]:
@@ -173,14 +185,7 @@ def main() -> None:
                                      do_center_crop=False)
     k2 = Kosmos2Processor(image_processor=k2_image, tokenizer=tok, num_patch_index_tokens=1024)
     k2.save_pretrained(HERE / "kosmos2")
-    k2cfg = Kosmos2Config(
-        text_config=dict(vocab_size=len(k2.tokenizer), embed_dim=32, layers=2, ffn_dim=64, attention_heads=4,
-                         max_position_embeddings=256, dropout=0.0, attention_dropout=0.0, pad_token_id=1,
-                         bos_token_id=0, eos_token_id=2),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=224, patch_size=14),
-        latent_query_num=64)
-    kosmos2 = Kosmos2Model(k2cfg).eval()
+    kosmos2 = Kosmos2Model(tiny_kosmos2_config(len(k2.tokenizer))).eval()
     roughen(kosmos2, 0.3, 1)
     kosmos2.save_pretrained(HERE / "kosmos2")
 

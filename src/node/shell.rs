@@ -162,6 +162,17 @@ impl Shell {
                 if loaded.stand_in {
                     warn!(policy = %role, "this is a STAND-IN model, not a trained policy: do not drive a real robot with it");
                 }
+                for w in &loaded.windows {
+                    info!(policy = %role, "frame window {w}");
+                }
+                if !loaded.absent_axes.is_empty() {
+                    info!(
+                        policy = %role,
+                        "this model commands {}; {} stays 0",
+                        loaded.commanded_axes.join(", "),
+                        loaded.absent_axes.join(" and ")
+                    );
+                }
                 if !loaded.takes_instruction {
                     info!(policy = %role, "this model reads no instruction text: it drives only while an instruction is set, and ignores its words");
                 }

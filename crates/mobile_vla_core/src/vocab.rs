@@ -118,12 +118,27 @@ impl fmt::Display for Generation {
     }
 }
 
-/// What a policy runs under: the generation, and the instruction's text
-/// (`None`: no task, the policy holds still).
+/// What a policy runs under: the generation, the instruction's text
+/// (`None`: no task, the policy holds still), and which history its frames
+/// belong to: when `history` changes (a policy took control, a managed node
+/// was activated or deactivated) the policy starts a new one, with zero
+/// recurrent state and empty frame windows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Task {
     pub generation: Generation,
     pub text: Option<String>,
+    pub history: History,
+}
+
+/// Which history a policy's frames belong to (see [`Task`]): a new one has
+/// a new number; the numbers say nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct History(pub u64);
+
+impl History {
+    pub fn next(self) -> Self {
+        History(self.0 + 1)
+    }
 }
 
 /// How old a frame may be, and how far ahead of the node's clock it may be stamped.
@@ -184,6 +199,11 @@ pub enum Skip {
     /// The policy's tokenizer refused the current instruction.
     BadInstruction(String),
     NotLoaded,
+    /// The frame joined the policy's windows, which wait for `need` frames before it runs on them.
+    WindowFilling {
+        have: usize,
+        need: usize,
+    },
 }
 
 impl fmt::Display for Skip {
@@ -200,6 +220,7 @@ impl fmt::Display for Skip {
             Skip::BadFrame(e) => write!(f, "frame rejected: {e}"),
             Skip::BadInstruction(e) => write!(f, "instruction refused: {e}; send another one"),
             Skip::NotLoaded => write!(f, "the policy is not loaded"),
+            Skip::WindowFilling { have, need } => write!(f, "the frame window is filling ({have} of {need} frames)"),
         }
     }
 }

@@ -1,9 +1,10 @@
-//! A policy's action output tensor into an [`Action`]: which steps, which elements, scaled and clipped.
+//! A policy's action output tensor into an [`Action`]: which steps, which elements, denormalised and clipped.
 //!
 //! Owns the manifest's reading of the action output: the index path into
 //! the leading axes, the chunk step that drives (`first`, `last`, or every
-//! step for `play`), which element is which velocity, the scale and the
-//! clip, and the largest raw |velocity| the watchdog judges. Pure: a shape
+//! step for `play`), which element is which velocity (an axis the policy
+//! does not command is exactly 0), the scale and offset, the clip to each
+//! axis's range, and the largest raw |velocity| the watchdog judges. Pure: a shape
 //! and values in, an action or a one-line error out. Whether the action may
 //! move the robot is the control core's decision.
 
@@ -12,7 +13,7 @@ use mobile_vla_core::vocab::Velocity;
 use crate::manifest::{ActionOutput, ActionStep};
 use crate::PolicyError;
 
-/// A velocity proposal from a policy, already scaled and clipped per its manifest.
+/// A velocity proposal from a policy, already denormalised and clipped per its manifest.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Action {
     pub linear_x: f32,
@@ -98,15 +99,17 @@ pub fn decode(a: &ActionOutput, shape: &[i64], values: &[f32]) -> Result<Action,
     let mut raw_max_abs = 0.0f32;
     let mut clipped_rows = Vec::with_capacity(rows.len());
     for row in rows {
-        let scaled = |i: usize, k: usize| -> Result<f32, PolicyError> {
+        let mut out = [0.0f32; 3];
+        for (k, axis) in a.axes.iter().enumerate() {
+            let Some(axis) = axis else { continue };
             let v = *row
-                .get(i)
-                .ok_or_else(|| PolicyError::Run(format!("action has {width} elements, index {i} wanted")))?;
-            Ok(v * a.scale[k])
-        };
-        let raw = [scaled(a.linear_x, 0)?, scaled(a.linear_y, 1)?, scaled(a.angular_z, 2)?];
-        raw_max_abs = raw.iter().fold(raw_max_abs, |m, v| m.max(v.abs()));
-        clipped_rows.push(std::array::from_fn::<f32, 3, _>(|k| raw[k].clamp(-a.clip[k], a.clip[k])));
+                .get(axis.index)
+                .ok_or_else(|| PolicyError::Run(format!("action has {width} elements, index {} wanted", axis.index)))?;
+            let raw = v * axis.scale + axis.offset;
+            raw_max_abs = raw_max_abs.max(raw.abs());
+            out[k] = raw.clamp(axis.range[0], axis.range[1]);
+        }
+        clipped_rows.push(out);
     }
     let first = clipped_rows[0];
     let chunk = (a.step == ActionStep::Play).then(|| PlayedChunk {
@@ -120,6 +123,7 @@ pub fn decode(a: &ActionOutput, shape: &[i64], values: &[f32]) -> Result<Action,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::AxisMap;
 
     #[test]
     fn the_index_path_picks_the_chunk_out_of_any_rank() {
@@ -138,17 +142,14 @@ mod tests {
     }
 
     fn output(step: ActionStep) -> ActionOutput {
+        let axis = |index, scale| Some(AxisMap { index, scale, offset: 0.0, range: [-1.0, 1.0] });
         ActionOutput {
             output: "actions".into(),
             index: None,
             step,
             period_s: (step == ActionStep::Play).then_some(0.1),
             blend: None,
-            linear_x: 0,
-            linear_y: 2,
-            angular_z: 1,
-            scale: [2.0, 1.0, 1.0],
-            clip: [1.0, 1.0, 1.0],
+            axes: [axis(0, 2.0), axis(2, 1.0), axis(1, 1.0)],
         }
     }
 
@@ -166,6 +167,27 @@ mod tests {
         let chunk = a.chunk.unwrap();
         assert_eq!(chunk.steps, vec![[0.6, 0.1, -0.2], [1.0, 0.0, 0.0]]);
         assert_eq!(chunk.period_s, 0.1);
+    }
+
+    #[test]
+    fn an_axis_the_policy_does_not_command_is_exactly_zero_and_bounds_denormalise() {
+        let a = ActionOutput {
+            axes: [
+                Some(AxisMap { index: 0, scale: 1.15, offset: 0.0, range: [-1.15, 1.15] }),
+                None,
+                Some(AxisMap { index: 1, scale: 1.0, offset: 0.5, range: [-0.5, 1.5] }),
+            ],
+            ..output(ActionStep::First)
+        };
+        // A 2-axis head in [-1, 1]: (x, wz).
+        let got = decode(&a, &[1, 2], &[0.5, -1.0]).unwrap();
+        assert_eq!((got.linear_x, got.linear_y, got.angular_z), (0.575, 0.0, -0.5));
+        assert_eq!(got.velocity().y.to_bits(), 0.0f64.to_bits(), "exactly 0, not -0 or a rounding");
+        assert!((got.raw_max_abs - 0.575).abs() < 1e-6);
+        // An element outside [-1, 1] stays within the axis's bounds: never below -0.5 on angular.z.
+        let got = decode(&a, &[1, 2], &[0.0, -3.0]).unwrap();
+        assert_eq!(got.angular_z, -0.5);
+        assert!((got.raw_max_abs - 2.5).abs() < 1e-6, "the watchdog still sees the raw -2.5");
     }
 
     #[test]

@@ -91,6 +91,15 @@ pub struct Tensor {
 }
 
 impl Tensor {
+    /// A preprocessed image of `shape`, owned (as a window keeps it).
+    pub fn image(shape: &[usize], t: mobile_vla_vision::Tensor<'_>) -> Tensor {
+        let shape = shape.iter().map(|&d| d as i64).collect();
+        match t {
+            mobile_vla_vision::Tensor::F32(v) => Tensor { shape, values: Values::F32(v.to_vec()) },
+            mobile_vla_vision::Tensor::F16(v) => Tensor { shape, values: Values::F16(v.to_vec()) },
+        }
+    }
+
     /// The values as f32 (f16 widened), for a float tensor.
     pub fn floats(&self) -> Option<Vec<f32>> {
         match &self.values {

@@ -1,9 +1,11 @@
 //! A manifest against the real graphs: every input fed, every type and shape agreeing, before any frame.
 //!
 //! Owns matching each graph input of each stage to what feeds it (an image,
-//! a text role, the recurrent state, or an earlier stage's output), checking
-//! each feed kind's type and shape, which outputs later stages read, and
-//! where the action and each state output come from. A mismatch is one error
+//! a text role, the recurrent state, a window of frames, or an earlier
+//! stage's output), checking each feed kind's type and shape, what each window
+//! holds per frame (made before the first stage that takes a window, so all
+//! windows fill in step), which outputs later stages read, and where the
+//! action and each state output come from. A mismatch is one error
 //! naming the stage, the tensor, what the manifest expects and what the graph
 //! has. It reads the graphs' declared ports only ([`Port`]), so a local and a
 //! remote backend are checked alike; it runs nothing.
@@ -34,6 +36,24 @@ pub(crate) enum Input {
     Stage(String),
 }
 
+/// What a window adds each frame.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum WindowSource {
+    /// Image input `k`'s tensor.
+    Image(usize),
+    /// An output of an earlier per-frame stage.
+    Stage { stage: usize, output: String },
+}
+
+/// A window as wired: what it adds each frame, of which type and shape (batch axis of 1 first).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct WindowFeed {
+    pub source: WindowSource,
+    pub element: TensorElementType,
+    /// What one frame adds (`-1`: a dynamic axis).
+    pub frame_dims: Vec<i64>,
+}
+
 /// How a policy's stages are wired together.
 #[derive(Debug)]
 pub(crate) struct Wiring {
@@ -45,6 +65,8 @@ pub(crate) struct Wiring {
     pub action_stage: usize,
     /// Per state pair, the stage that produces its output.
     pub state_stage: Vec<usize>,
+    /// Per window, what it adds each frame.
+    pub windows: Vec<WindowFeed>,
 }
 
 /// Outputs seen so far: name -> (stage, declared type, when that stage runs).
@@ -61,10 +83,17 @@ pub(crate) fn wire(m: &Manifest, stages: &[Graph<'_>]) -> Result<Wiring, PolicyE
     let mut used = vec![false; fed.len()];
     let mut produced = Produced::new();
     let mut feeds = Vec::new();
+    let mut windows = vec![None; m.windows.len()];
     for (si, stage) in stages.iter().enumerate() {
-        feeds.push(wire_stage(m, stage, &fed, &mut used, &produced)?);
+        feeds.push(wire_stage(m, stage, &fed, &mut used, &produced, &mut windows)?);
         for out in stage.outputs {
             produced.insert(out.name.clone(), (si, out.info.clone(), stage.run));
+        }
+    }
+    // An image only a window takes is fed through it.
+    for (k, (name, source)) in fed.iter().enumerate() {
+        if matches!(source, Source::Image(_)) && m.windows.iter().any(|w| w.from == *name) {
+            used[k] = true;
         }
     }
     if let Some(k) = used.iter().position(|u| !u) {
@@ -73,14 +102,20 @@ pub(crate) fn wire(m: &Manifest, stages: &[Graph<'_>]) -> Result<Wiring, PolicyE
     }
     // Outputs later stages read, kept by the stage that makes them.
     let mut keep = vec![Vec::new(); stages.len()];
-    for input in feeds.iter().flatten() {
-        if let (_, Input::Stage(n)) = input {
-            let si = produced[n].0;
-            if !keep[si].contains(n) {
-                keep[si].push(n.clone());
-            }
+    let window_outputs = windows.iter().flatten().filter_map(|w| match &w.source {
+        WindowSource::Stage { output, .. } => Some(output),
+        WindowSource::Image(_) => None,
+    });
+    let stage_inputs = feeds.iter().flatten().filter_map(|(_, f)| if let Input::Stage(n) = f { Some(n) } else { None });
+    for n in stage_inputs.chain(window_outputs) {
+        let si = produced[n].0;
+        if !keep[si].contains(n) {
+            keep[si].push(n.clone());
         }
     }
+    let windows: Vec<WindowFeed> =
+        windows.into_iter().map(|w| w.expect("every window's input is in a graph (checked above)")).collect();
+    in_step(m, &feeds, &windows)?;
     let action_stage = wire_action(m, &produced)?;
     let mut state_stage = Vec::new();
     for s in &m.state {
@@ -90,7 +125,7 @@ pub(crate) fn wire(m: &Manifest, stages: &[Graph<'_>]) -> Result<Wiring, PolicyE
             .map_err(|e| contract(format!("state output '{}': {e}", s.output)))?;
         state_stage.push(si);
     }
-    Ok(Wiring { feeds, keep, action_stage, state_stage })
+    Ok(Wiring { feeds, keep, action_stage, state_stage, windows })
 }
 
 /// What feeds each input of one stage.
@@ -100,6 +135,7 @@ fn wire_stage(
     fed: &[(&str, Source)],
     used: &mut [bool],
     produced: &Produced,
+    windows: &mut [Option<WindowFeed>],
 ) -> Result<Vec<(String, Input)>, PolicyError> {
     let mut feeds = Vec::new();
     for input in stage.inputs {
@@ -114,7 +150,13 @@ fn wire_stage(
                      other per-instruction stages only)",
                 )));
             }
-            expect_fed(m, source, actual).map_err(|e| contract(here(&e)))?;
+            if let Source::Window(k) = source {
+                let window = window_feed(m, k, produced).map_err(|e| contract(here(&e)))?;
+                expect_window(m, k, &window, actual).map_err(|e| contract(here(&e)))?;
+                windows[k] = Some(window);
+            } else {
+                expect_fed(m, source, actual).map_err(|e| contract(here(&e)))?;
+            }
             Input::Manifest(source)
         } else if let Some((from, ty, run)) = produced.get(name) {
             if stage.run == StageRun::PerInstruction && *run == StageRun::PerFrame {
@@ -182,12 +224,12 @@ fn wire_action(m: &Manifest, produced: &Produced) -> Result<usize, PolicyError> 
     }
     // Check the index path and width against the static shape (dynamic axes are checked per run).
     let shape: Vec<i64> = ty.dims().iter().map(|&d| if d < 0 { 1 } else { d }).collect();
-    let need = a.linear_x.max(a.linear_y).max(a.angular_z) as i64 + 1;
+    let need = a.width() as i64;
     let (_, width) = pick(&shape, a.index.as_deref()).map_err(|e| contract(format!("tensor '{}' {e}", a.output)))?;
     let declared_width = *ty.dims().last().unwrap_or(&-1);
     if declared_width != -1 && (width as i64) < need {
         return Err(contract(format!(
-            "tensor '{}': the action vector has {width} elements, linear_x/linear_y/angular_z need {need} (graph has {})",
+            "tensor '{}': the action vector has {width} elements, the manifest's axes need {need} (graph has {})",
             a.output,
             ty.describe()
         )));
@@ -202,17 +244,81 @@ pub(crate) fn float_element(t: FloatType) -> TensorElementType {
     }
 }
 
+/// What window `k` adds each frame: an image input, or an output a per-frame stage gave before this one.
+fn window_feed(m: &Manifest, k: usize, produced: &Produced) -> Result<WindowFeed, String> {
+    let from = &m.windows[k].from;
+    let (source, element, frame_dims) = if let Some(i) = m.images.iter().position(|img| img.input == *from) {
+        let spec = &m.images[i].spec;
+        (WindowSource::Image(i), image_element(spec.dtype), spec.shape().iter().map(|&d| d as i64).collect())
+    } else {
+        match produced.get(from) {
+            Some((stage, info, StageRun::PerFrame)) => {
+                let element =
+                    info.element().ok_or_else(|| format!("is a window of '{from}', which is not a tensor"))?;
+                (WindowSource::Stage { stage: *stage, output: from.clone() }, element, info.dims().to_vec())
+            }
+            Some((stage, _, StageRun::PerInstruction)) => {
+                return Err(format!(
+                    "is a window of '{from}', an output of stage '{}', which runs per_instruction: a window holds \
+                     per-frame tensors",
+                    m.stages[*stage].name
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "is a window of '{from}', which is neither an image input nor an output of an earlier per_frame \
+                     stage"
+                ))
+            }
+        }
+    };
+    if !matches!(frame_dims.first(), Some(1 | -1)) {
+        return Err(format!("is a window of '{from}' {frame_dims:?}: what a frame adds must have a batch axis of 1"));
+    }
+    Ok(WindowFeed { source, element, frame_dims })
+}
+
+/// The graph input of window `k` must be `[1, T, ...]` of what a frame adds.
+fn expect_window(m: &Manifest, k: usize, window: &WindowFeed, actual: &ValueInfo) -> Result<(), String> {
+    let length = m.windows[k].length as i64;
+    let want: Vec<i64> = [1, length].into_iter().chain(window.frame_dims[1..].iter().copied()).collect();
+    expect_tensor(actual, window.element, Some(&want))
+        .map_err(|e| format!("(windows[{k}]: length {length} of '{}') {e}", m.windows[k].from))
+}
+
+/// Every window's frame is made before the first stage that takes a window:
+/// a run that stops there while a window fills has added this frame to all of them.
+fn in_step(m: &Manifest, feeds: &[Vec<(String, Input)>], windows: &[WindowFeed]) -> Result<(), PolicyError> {
+    let takes_window = |f: &[(String, Input)]| f.iter().any(|(_, i)| matches!(i, Input::Manifest(Source::Window(_))));
+    let Some(first) = feeds.iter().position(|f| takes_window(f)) else { return Ok(()) };
+    for (k, w) in windows.iter().enumerate() {
+        if let WindowSource::Stage { stage, output } = &w.source {
+            if *stage >= first {
+                return Err(contract(format!(
+                    "windows[{k}] ('{}') is of '{output}', an output of stage '{}', which runs after stage '{}' \
+                     takes a window: every window's frame must be made before the first stage that takes one",
+                    m.windows[k].input, m.stages[*stage].name, m.stages[first].name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn image_element(d: DType) -> TensorElementType {
+    match d {
+        DType::F32 => TensorElementType::Float32,
+        DType::F16 => TensorElementType::Float16,
+    }
+}
+
 /// The type and shape a manifest role feeds must match the graph's input.
 fn expect_fed(m: &Manifest, source: Source, actual: &ValueInfo) -> Result<(), String> {
     match source {
         Source::Image(k) => {
             let spec = &m.images[k].spec;
-            let ty = match spec.dtype {
-                DType::F32 => TensorElementType::Float32,
-                DType::F16 => TensorElementType::Float16,
-            };
             let shape: Vec<i64> = spec.shape().iter().map(|&d| d as i64).collect();
-            expect_tensor(actual, ty, Some(&shape))
+            expect_tensor(actual, image_element(spec.dtype), Some(&shape))
         }
         Source::State(k) => {
             let s = &m.state[k];
@@ -220,7 +326,8 @@ fn expect_fed(m: &Manifest, source: Source, actual: &ValueInfo) -> Result<(), St
             expect_tensor(actual, float_element(s.dtype), Some(&shape))
         }
         Source::Text(k, role) => expect_text(m, k, role, actual),
-        Source::Stage(_) => Ok(()),
+        // Windows are checked by expect_window; an earlier stage's outputs where they are read.
+        Source::Window(_) | Source::Stage(_) => Ok(()),
     }
 }
 
@@ -289,5 +396,38 @@ mod tests {
         let e = expect_tensor(&tensor(TensorElementType::Float32, &[]), TensorElementType::Float32, Some(&[1, 3]))
             .unwrap_err();
         assert_eq!(e, "expected Float32[1, 3], graph has Float32 scalar");
+    }
+
+    fn port(name: &str, shape: &[i64]) -> Port {
+        Port { name: name.into(), info: tensor(TensorElementType::Float32, shape) }
+    }
+
+    #[test]
+    fn windows_fill_in_step_or_the_manifest_is_refused() {
+        // a: image -> fa; b: window of fa -> fb; c: window of fb -> action. A run
+        // waiting at b would never make fb: c's window would fill behind a's.
+        let m = Manifest::parse(
+            r#"{"version": 2, "name": "t", "stages": [{"name": "a", "onnx": "a.onnx"}, {"name": "b", "onnx": "b.onnx"},
+                {"name": "c", "onnx": "c.onnx"}],
+                "images": [{"input": "img", "width": 4, "height": 4, "resize": "stretch", "filter": "bilinear",
+                  "channel_order": "rgb", "layout": "nchw", "scale": 1, "mean": [0, 0, 0], "std": [1, 1, 1],
+                  "dtype": "f32"}],
+                "action": {"output": "act", "axes": {"linear_x": {"index": 0, "clip": 1}}},
+                "windows": [{"input": "wa", "from": "fa", "length": 2}, {"input": "wb", "from": "fb", "length": 2}]}"#,
+        )
+        .unwrap();
+        let (a_in, a_out) = ([port("img", &[1, 3, 4, 4])], [port("fa", &[1, 8])]);
+        let (b_in, b_out) = ([port("wa", &[1, 2, 8])], [port("fb", &[1, 8])]);
+        let (c_in, c_out) = ([port("wb", &[1, 2, 8])], [port("act", &[1, 1])]);
+        let graph = |name, inputs, outputs| Graph { name, run: StageRun::PerFrame, inputs, outputs };
+        let stages = [graph("a", &a_in[..], &a_out[..]), graph("b", &b_in, &b_out), graph("c", &c_in, &c_out)];
+        let e = wire(&m, &stages).unwrap_err().to_string();
+        assert!(e.contains("windows[1] ('wb') is of 'fb', an output of stage 'b'") && e.contains("stage 'b'"), "{e}");
+        // Both windows taken by the last stage: in step.
+        let c_in = [port("wa", &[1, 2, 8]), port("wb", &[1, 2, 8])];
+        let b_in = [port("fa", &[1, 8])];
+        let stages = [graph("a", &a_in[..], &a_out[..]), graph("b", &b_in, &b_out), graph("c", &c_in, &c_out)];
+        let w = wire(&m, &stages).unwrap();
+        assert_eq!(w.windows[1].frame_dims, vec![1, 8]);
     }
 }

@@ -26,6 +26,11 @@ pub enum PolicyError {
     },
     /// The run was cancelled (through ONNX Runtime's run options) after the hard timeout.
     Cancelled,
+    /// The frame joined its windows, which wait for T frames before the policy runs on them.
+    WindowFilling {
+        have: usize,
+        need: usize,
+    },
 }
 
 impl fmt::Display for PolicyError {
@@ -43,6 +48,9 @@ impl fmt::Display for PolicyError {
             }
             PolicyError::NonFinite { output, values } => write!(f, "model output '{output}' is not finite: {values:?}"),
             PolicyError::Cancelled => write!(f, "run cancelled after the hard timeout"),
+            PolicyError::WindowFilling { have, need } => {
+                write!(f, "the frame window is filling ({have} of {need} frames)")
+            }
         }
     }
 }

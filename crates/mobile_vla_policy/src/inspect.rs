@@ -5,23 +5,28 @@
 //! own tokenizers and layouts, each tensor written as a `.npy` file named
 //! after the graph input, so an export can be checked against the Hugging
 //! Face processors (or anything that reads NumPy files) before it drives a
-//! robot. It runs no model and needs no ONNX Runtime.
+//! robot. Given a sequence of frames, the image inputs are the last frame's
+//! and each image window holds the sequence's last T frames, filled by the
+//! node's own [`Windows`]. It runs no model and needs no ONNX Runtime (a window of a
+//! stage's output needs the model: it is not written).
 
 use std::io::Write;
 use std::path::Path;
 
-use half::f16;
-use mobile_vla_vision::{Image, JpegScaling, Preprocessor, Resampling, Tensor};
+use mobile_vla_vision::{Image, JpegScaling, Preprocessor, Resampling};
 
+use crate::backend::{Tensor, Values};
 use crate::manifest::{Manifest, Source};
 use crate::text::{Ints, TextEncoder};
+use crate::window::{Fed, Windows};
 use crate::PolicyError;
 
-/// Writes every image and text tensor of `manifest` for `frame` and
-/// `instruction` into `out` as `<graph input>.npy`; returns the names written.
+/// Writes every image, image-window and text tensor of `manifest` for
+/// `frames` (in order; the last one is the current frame) and `instruction`
+/// into `out` as `<graph input>.npy`; returns the names written.
 pub fn write_inputs(
     manifest: &Path,
-    frame: &Image<'_>,
+    frames: &[Image<'_>],
     jpeg_scaling: JpegScaling,
     resampling: Resampling,
     instruction: &str,
@@ -34,7 +39,24 @@ pub fn write_inputs(
     let mut pre = Preprocessor::new(m.images.iter().map(|i| i.spec.clone()).collect(), 8192, 8192);
     pre.set_jpeg_scaling(jpeg_scaling);
     pre.set_resampling(resampling);
-    pre.image(frame).map_err(|e| PolicyError::Run(format!("frame refused: {e}")))?;
+    // The windows filled as the node fills them: every frame before the last joins them.
+    let image_of = |w: &crate::manifest::Window| m.images.iter().position(|i| i.input == w.from);
+    let mut windows = Windows::new(&m.windows, m.window_start);
+    let Some((last, earlier)) = frames.split_last() else {
+        return Err(PolicyError::Run("no frame given".into()));
+    };
+    let mut entries = |frame: &Image<'_>| -> Result<Vec<Option<Tensor>>, PolicyError> {
+        pre.image(frame).map_err(|e| PolicyError::Run(format!("frame refused: {e}")))?;
+        Ok(m.windows
+            .iter()
+            .map(|w| image_of(w).map(|k| Tensor::image(&m.images[k].spec.shape(), pre.tensor(k))))
+            .collect())
+    };
+    for frame in earlier {
+        let e = entries(frame)?;
+        windows.commit(e);
+    }
+    let current = entries(last)?;
     let tokens = m
         .texts
         .iter()
@@ -45,12 +67,17 @@ pub fn write_inputs(
     for (name, source) in m.fed() {
         let path = out.join(format!("{name}.npy"));
         match source {
-            Source::Image(k) => {
-                let shape = m.images[k].spec.shape();
-                match pre.tensor(k) {
-                    Tensor::F32(v) => write_npy(&path, "<f4", &shape, v.iter().flat_map(|x| x.to_le_bytes())),
-                    Tensor::F16(v) => {
-                        write_npy(&path, "<f2", &shape, v.iter().flat_map(|x: &f16| x.to_bits().to_le_bytes()))
+            Source::Image(k) => write_tensor(&path, &Tensor::image(&m.images[k].spec.shape(), pre.tensor(k))),
+            Source::Window(w) => {
+                // A window of a stage's output needs the model.
+                let Some(entry) = &current[w] else { continue };
+                match windows.feed(w, entry)? {
+                    Fed::Full(window) => write_tensor(&path, &window),
+                    Fed::Filling { have, need } => {
+                        return Err(PolicyError::Run(format!(
+                            "window '{}' waits for {need} frames; {have} given",
+                            m.windows[w].input
+                        )))
                     }
                 }
             }
@@ -69,6 +96,17 @@ pub fn write_inputs(
         written.push(name.to_string());
     }
     Ok(written)
+}
+
+/// A float tensor as a `.npy` file.
+fn write_tensor(path: &Path, t: &Tensor) -> std::io::Result<()> {
+    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+    match &t.values {
+        Values::F32(v) => write_npy(path, "<f4", &shape, v.iter().flat_map(|x| x.to_le_bytes())),
+        Values::F16(v) => write_npy(path, "<f2", &shape, v.iter().flat_map(|x| x.to_bits().to_le_bytes())),
+        Values::I64(v) => write_npy(path, "<i8", &shape, v.iter().flat_map(|x| x.to_le_bytes())),
+        Values::I32(v) => write_npy(path, "<i4", &shape, v.iter().flat_map(|x| x.to_le_bytes())),
+    }
 }
 
 /// A NumPy `.npy` file (format 1.0): the header, then the little-endian data.

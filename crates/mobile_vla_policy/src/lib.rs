@@ -29,6 +29,7 @@ pub mod runtime;
 pub mod session;
 mod state;
 pub mod text;
+pub mod window;
 
 pub use action::Action;
 pub use error::PolicyError;

@@ -4,17 +4,21 @@
 //! `session` on this robot), the preprocessor and its buffers (one tensor
 //! per image input), the tokenizers and what the current instruction made
 //! (its tokens, and the outputs of the per-instruction stages, computed once
-//! per instruction and fed to the per-frame ones), and the recurrent state.
+//! per instruction and fed to the per-frame ones), the recurrent state and
+//! the frame windows (`window`).
 //! At load every graph input is matched to what feeds it (`contract`), so a
 //! mismatch is one error naming the tensor before any frame. Given a frame it
 //! produces an [`Action`] (`action` decodes it) or an error; it never decides
 //! whether that action may move the robot (that is the watchdog's and the
 //! command stage's job), and it holds no ROS types.
 //!
-//! What survives a failure: a refused frame leaves the state and the
-//! instruction as they were (nothing ran); a run that errs, is cancelled or
-//! returns a non-finite action or state carries no state forward (the next
-//! state is taken only from a valid run, all of it or none); a backend that
+//! What survives a failure: a refused frame leaves the state, the windows
+//! and the instruction as they were (nothing ran); a run that errs, is
+//! cancelled or returns a non-finite action, state or window entry carries
+//! nothing forward (the next state and the frame's window entries are taken
+//! only from a valid run, all of it or none; a frame that only waits for its
+//! windows to fill joins them); a window input that changes shape from one
+//! frame to the next ends the history (state and windows start over); a backend that
 //! failed or was cancelled runs the next frame as before (the run options are
 //! re-armed by the worker); an instruction the tokenizer refuses, or whose
 //! per-instruction stage fails, leaves no instruction at all, never the
@@ -30,12 +34,13 @@ use ort::session::RunOptions;
 
 use crate::action::{self, Action};
 use crate::backend::{Backend, Feed, Tensor, View};
-use crate::contract::{self, Graph, Input};
-use crate::manifest::{LoadedManifest, Manifest, Source, StageRun};
+use crate::contract::{self, Graph, Input, WindowFeed, WindowSource};
+use crate::manifest::{LoadedManifest, Manifest, Source, StageRun, WindowStart};
 use crate::runtime::Runtime;
 use crate::session::{OrtStage, Providers};
 use crate::state::State;
 use crate::text::{Ints, TextEncoder, Tokens};
+use crate::window::{Fed, Windows};
 use crate::PolicyError;
 
 /// How long each stage of the last run took.
@@ -75,6 +80,11 @@ pub struct Policy {
     action_stage: usize,
     /// Per state pair, the stage that produces its output.
     state_stage: Vec<usize>,
+    windows: Windows,
+    /// Per window, what each frame adds to it.
+    window_sources: Vec<WindowFeed>,
+    /// Per window, what it holds and its memory, for the start log.
+    window_sizes: Vec<String>,
 }
 
 impl Policy {
@@ -125,6 +135,24 @@ impl Policy {
             .map(|(s, b)| Graph { name: &s.name, run: s.run, inputs: b.inputs(), outputs: b.outputs() })
             .collect();
         let wiring = contract::wire(m, &graphs)?;
+        let window_sizes = m
+            .windows
+            .iter()
+            .zip(&wiring.windows)
+            .map(|(w, feed)| {
+                use ort::value::TensorElementType as E;
+                let bytes = match feed.element {
+                    E::Float16 | E::Bfloat16 => 2,
+                    E::Int64 | E::Float64 | E::Uint64 => 8,
+                    _ => 4,
+                };
+                let per_frame = feed.frame_dims.iter().skip(1).try_fold(1i64, |n, &d| (d > 0).then_some(n * d));
+                let size = per_frame.map_or("its size is known at the first frame".into(), |n| {
+                    format!("{:.1} KiB", (n * bytes * w.length as i64) as f64 / 1024.0)
+                });
+                format!("'{}': {} x '{}' {:?}, {size}", w.input, w.length, w.from, feed.frame_dims)
+            })
+            .collect();
         let stages = m
             .stages
             .iter()
@@ -135,6 +163,9 @@ impl Policy {
         let pre = Preprocessor::new(m.images.iter().map(|i| i.spec.clone()).collect(), max_frame.0, max_frame.1);
         Ok(Policy {
             state: State::new(&m.state),
+            windows: Windows::new(&m.windows, m.window_start),
+            window_sources: wiring.windows,
+            window_sizes,
             stages,
             providers,
             pre,
@@ -158,6 +189,11 @@ impl Policy {
         &self.providers
     }
 
+    /// Each frame window: what it holds and its memory.
+    pub fn window_sizes(&self) -> &[String] {
+        &self.window_sizes
+    }
+
     /// True when the model takes no instruction text.
     pub fn instruction_free(&self) -> bool {
         self.texts.is_empty()
@@ -179,6 +215,7 @@ impl Policy {
                 prepared: Some(&prepared),
                 state: &self.state,
                 frame_values: &HashMap::new(),
+                windows: &HashMap::new(),
             };
             let wanted = stage.keep.clone();
             let outs = run_stage(stage, &ctx, &wanted, &options)?;
@@ -194,8 +231,20 @@ impl Policy {
         self.reset_state();
     }
 
+    /// One run with every window filled from this frame (whatever the manifest's
+    /// `window_start`), then a new history: the warm-up proves the whole graph runs.
+    pub fn infer_filled_once(&mut self, run_options: &RunOptions) -> Result<(Action, Duration, Duration), PolicyError> {
+        let start = self.windows.set_start(WindowStart::RepeatFirst);
+        let outcome = self.infer(run_options);
+        self.windows.set_start(start);
+        self.reset_state();
+        outcome
+    }
+
+    /// A new history: zero recurrent state, empty windows.
     pub fn reset_state(&mut self) {
         self.state.reset();
+        self.windows.reset();
     }
 
     /// The tokens of text input `i` for the current instruction.
@@ -231,17 +280,31 @@ impl Policy {
     }
 
     /// Runs the per-frame stages on the last preprocessed frame. On success
-    /// the recurrent state advances; on any error it is left as it was.
+    /// the recurrent state advances and the frame joins its windows; on any
+    /// error both are left as they were, but for a window that waits to fill
+    /// (the frame joins it, and [`PolicyError::WindowFilling`] says how full
+    /// it is) and a window entry that changed shape (a failed run that ends
+    /// the history: state and windows start over).
     pub fn infer(&mut self, run_options: &RunOptions) -> Result<(Action, Duration, Duration), PolicyError> {
         if !self.texts.is_empty() && self.instruction.is_none() {
             return Err(PolicyError::Tokenize("no instruction has been set".into()));
         }
         let t0 = Instant::now();
         let m = &self.manifest.manifest;
+        // What this frame adds to each window: images now, stage outputs as their stages run.
+        let mut entries: Vec<Option<Tensor>> = self
+            .window_sources
+            .iter()
+            .map(|w| match &w.source {
+                WindowSource::Image(i) => Some(Tensor::image(&m.images[*i].spec.shape(), self.pre.tensor(*i))),
+                WindowSource::Stage { .. } => None,
+            })
+            .collect();
         let mut frame_values: HashMap<String, Tensor> = HashMap::new();
         let mut finals: HashMap<String, Tensor> = HashMap::new();
         for (i, stage) in self.stages.iter_mut().enumerate().filter(|(_, s)| s.run == StageRun::PerFrame) {
-            // Outputs later stages read, then the action and state outputs this stage makes.
+            let window_values = feed_windows(&mut self.windows, &mut self.state, &stage.feeds, &mut entries)?;
+            // Outputs later stages and windows read, then the action and state outputs this stage makes.
             let mut wanted = stage.keep.clone();
             if self.action_stage == i {
                 wanted.push(m.action.output.clone());
@@ -257,6 +320,7 @@ impl Policy {
                 prepared: self.instruction.as_ref(),
                 state: &self.state,
                 frame_values: &frame_values,
+                windows: &window_values,
             };
             let outs = run_stage(stage, &ctx, &wanted, run_options)?;
             let kept = stage.keep.len();
@@ -265,6 +329,13 @@ impl Policy {
                     frame_values.insert(name, value);
                 } else {
                     finals.insert(name, value);
+                }
+            }
+            for (w, entry) in self.window_sources.iter().zip(entries.iter_mut()) {
+                if let WindowSource::Stage { stage, output } = &w.source {
+                    if *stage == i {
+                        *entry = frame_values.get(output).cloned();
+                    }
                 }
             }
         }
@@ -278,12 +349,48 @@ impl Policy {
             .floats()
             .ok_or_else(|| PolicyError::Run(format!("output '{}' is not a float tensor", m.action.output)))?;
         let action = action::decode(&m.action, &out.shape, &values)?;
-        // Carry the recurrent state only from a run whose action was valid.
+        // Carry the recurrent state, and the frame into its windows, only from a run whose action was valid.
         let states =
             m.state.iter().map(|p| produced(&p.output, "state output", &mut finals)).collect::<Result<Vec<_>, _>>()?;
+        self.windows.check(&entries)?;
         self.state.advance(&m.state, states)?;
+        self.windows.commit(entries);
         Ok((action, inference, t1.elapsed()))
     }
+}
+
+/// The windows a stage's `feeds` take, with this frame's `entries` in them.
+/// A window still filling ends the frame, every entry joining its window
+/// (each is made by then: `contract` orders the stages so). A per-frame tensor
+/// that changed shape ends the history it belonged to: the next frame starts
+/// a new one, as on a fresh node.
+fn feed_windows(
+    windows: &mut Windows,
+    state: &mut State,
+    feeds: &[(String, Input)],
+    entries: &mut Vec<Option<Tensor>>,
+) -> Result<HashMap<usize, Tensor>, PolicyError> {
+    let mut values = HashMap::new();
+    for (_, input) in feeds {
+        let Input::Manifest(Source::Window(k)) = input else { continue };
+        let current = entries[*k].as_ref().expect("a window's source runs before the stage that takes it");
+        match windows.feed(*k, current) {
+            Ok(Fed::Full(t)) => {
+                values.insert(*k, t);
+            }
+            Ok(Fed::Filling { have, need }) => {
+                windows.check(entries)?;
+                windows.commit(std::mem::take(entries));
+                return Err(PolicyError::WindowFilling { have, need });
+            }
+            Err(e) => {
+                state.reset();
+                windows.reset();
+                return Err(e);
+            }
+        }
+    }
+    Ok(values)
 }
 
 /// What a stage's inputs are read from.
@@ -294,6 +401,8 @@ struct FeedCtx<'a> {
     state: &'a State,
     /// Outputs of the per-frame stages run so far on this frame.
     frame_values: &'a HashMap<String, Tensor>,
+    /// This frame's windows the stage takes, by window.
+    windows: &'a HashMap<usize, Tensor>,
 }
 
 /// Feeds a stage and runs it; the `wanted` outputs, in that order.
@@ -325,6 +434,10 @@ fn run_stage(
             }
             Input::Manifest(Source::State(k)) => {
                 (ctx.m.state[*k].shape.iter().map(|&d| d as i64).collect(), ctx.state.view(*k))
+            }
+            Input::Manifest(Source::Window(k)) => {
+                let w = ctx.windows.get(k).expect("fed before the stage runs");
+                (w.shape.clone(), w.values.view())
             }
             Input::Manifest(Source::Stage(_)) => unreachable!("manifest roles never name a stage"),
             Input::Stage(out) => {

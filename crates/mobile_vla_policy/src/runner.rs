@@ -4,9 +4,13 @@
 //! (tokenised when it changes, which resets the recurrent state), why the
 //! tokenizer refused it if it did, and the newest frame run under it (a frame
 //! handed again, to a policy taking control after probing on it, must not
-//! step the recurrent state twice). For each frame it skips what cannot
+//! step the recurrent state twice). A new history (a new task, a policy
+//! taking control, a managed node's activation or deactivation: see
+//! [`Task::history`]; a frame stamped more than `camera.max_age_s` after the
+//! last one it ran on; a cancelled run; a window entry that changed shape, in
+//! [`Policy::infer`]) starts with zero state and empty windows. For each frame it skips what cannot
 //! drive (no task, a refused instruction, a stale or future stamp on the
-//! node's clock, a frame the preprocessor refuses) and runs the rest, timed,
+//! node's clock, a frame the preprocessor refuses, windows still filling) and runs the rest, timed,
 //! cancellable from another thread ([`RunWatch`]). It never decides whether a
 //! result may move the robot: that is the control core's. No threads and no
 //! ROS here: the node runs it on an inference thread, the evaluation tool
@@ -154,6 +158,11 @@ pub struct Loaded {
     pub stand_in: bool,
     /// Whether the model reads the instruction's text (it needs one to drive either way).
     pub takes_instruction: bool,
+    /// The velocity axes its action drives, and those it leaves at 0.
+    pub commanded_axes: Vec<&'static str>,
+    pub absent_axes: Vec<&'static str>,
+    /// Each frame window: what it holds and its memory.
+    pub windows: Vec<String>,
 }
 
 /// How a policy is loaded for running: the part of the node's configuration its runner needs.
@@ -193,6 +202,8 @@ pub struct Runner {
     refused: Option<String>,
     /// The newest frame run under the current task.
     last_run: Option<u64>,
+    /// The stamp of that frame: a frame much later starts a new history (a stale camera gap).
+    last_stamp: Option<f64>,
 }
 
 impl Runner {
@@ -217,40 +228,62 @@ impl Runner {
         policy.set_jpeg_scaling(spec.jpeg_scaling);
         policy.set_resampling(spec.resampling);
         warm_up(&mut policy)?;
+        let m = &policy.manifest().manifest;
         let loaded = Loaded {
             runtime: runtime.info,
-            stand_in: policy.manifest().manifest.stand_in,
+            stand_in: m.stand_in,
             takes_instruction: !policy.instruction_free(),
+            commanded_axes: m.action.commanded(),
+            absent_axes: m.action.absent(),
+            windows: policy.window_sizes().to_vec(),
         };
         Ok((Runner::new(spec.role, policy, freshness), loaded))
     }
 
     /// A runner for a policy already loaded.
     pub fn new(role: Role, policy: Policy, freshness: SharedFreshness) -> Self {
-        Runner { role, policy, freshness, task: Task::default(), refused: None, last_run: None }
+        Runner { role, policy, freshness, task: Task::default(), refused: None, last_run: None, last_stamp: None }
     }
 
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
 
-    /// The task to run under from now on: a new instruction is tokenised (and
-    /// the recurrent state reset); no task clears it.
+    /// The task to run under from now on: a new instruction (or generation)
+    /// is tokenised and starts a new history; a new history alone resets the
+    /// recurrent state and the windows; no task clears the instruction.
     pub fn set_task(&mut self, task: Task) {
-        self.refused = None;
+        let same_task = (task.generation, &task.text) == (self.task.generation, &self.task.text);
+        if same_task && self.refused.is_none() {
+            if task.history != self.task.history {
+                self.new_history();
+            }
+            self.task = task;
+            return;
+        }
+        // A new instruction (or none) is a new history too.
         self.last_run = None;
+        self.last_stamp = None;
+        self.refused = None;
         match task.text.as_deref().map(|t| self.policy.set_instruction(t)) {
             Some(Ok(true)) => warn!(policy = %self.role, "instruction truncated to the model's text length"),
             Some(Ok(false)) => {}
             Some(Err(e)) => {
                 warn!(policy = %self.role, "{e}");
                 self.refused = Some(e.to_string());
-                self.task = Task { generation: task.generation, text: None };
+                self.task = Task { text: None, ..task };
                 return;
             }
             None => self.policy.clear_instruction(),
         }
         self.task = task;
+    }
+
+    /// Zero recurrent state, empty windows; any frame may run again.
+    fn new_history(&mut self) {
+        self.policy.reset_state();
+        self.last_run = None;
+        self.last_stamp = None;
     }
 
     /// Runs `frame` if it can drive; `now_s` is the node's clock (seconds of ROS time).
@@ -263,7 +296,9 @@ impl Runner {
         if self.task.text.is_none() {
             return Handled::Skipped(self.refused.clone().map_or(Skip::NoInstruction, Skip::BadInstruction));
         }
-        let frame_age_s = match self.freshness.get().check(frame.stamp_s, now_s) {
+        let Some(stamp) = frame.stamp_s else { return Handled::Skipped(Skip::Unstamped) };
+        let freshness = self.freshness.get();
+        let frame_age_s = match freshness.check(Some(stamp), now_s) {
             Ok(age) => age,
             Err(skip) => return Handled::Skipped(skip),
         };
@@ -272,15 +307,26 @@ impl Runner {
         if let Err(e) = prepared {
             return Handled::Skipped(Skip::BadFrame(e.to_string()));
         }
+        // After a gap longer than a frame may be old (the camera stale or silent), the history starts over.
+        if let Some(gap) = self.last_stamp.map(|last| stamp - last).filter(|gap| *gap > freshness.max_age_s) {
+            info!(policy = %self.role, "{gap:.2} s since the last frame run (camera.max_age_s = {}): a new history", freshness.max_age_s);
+            self.policy.reset_state();
+        }
         self.last_run = Some(frame.seq);
+        self.last_stamp = Some(stamp);
         let (outcome, cancelled) = watch.track(|options| self.policy.infer(options));
+        if let (Err(PolicyError::WindowFilling { have, need }), false) = (&outcome, cancelled) {
+            return Handled::Skipped(Skip::WindowFilling { have: *have, need: *need });
+        }
         let (mut result, inference, postprocess) = match outcome {
             Ok((a, inf, post)) => (Ok(a), inf, post),
             Err(e) => (Err(e), started.elapsed() - preprocess, Duration::ZERO),
         };
         if cancelled {
-            // Whatever the run returned, it was cancelled: it drives nothing.
+            // Whatever the run returned, it was cancelled: it drives nothing, and
+            // what it may have carried forward (state, windows) is dropped with a new history.
             result = Err(PolicyError::Cancelled);
+            self.policy.reset_state();
         }
         Handled::Ran(Box::new(Run {
             generation: self.task.generation,
@@ -302,7 +348,7 @@ fn warm_up(policy: &mut Policy) -> Result<(), PolicyError> {
     policy.preprocess_raw(&frame).map_err(|e| PolicyError::Run(e.to_string()))?;
     policy.set_instruction("")?;
     let ro = RunOptions::new().map_err(|e| PolicyError::Run(e.to_string()))?;
-    match policy.infer(&ro) {
+    match policy.infer_filled_once(&ro) {
         // Warm-up proves the graph runs; judging its output is the watchdog's job, on real frames.
         Ok(_) | Err(PolicyError::NonFinite { .. }) => {}
         Err(e) => return Err(e),

@@ -2,6 +2,7 @@
 //! with the stand-in policies in real ONNX Runtime (ORT_DYLIB_PATH, as env.sh sets it).
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use mobile_vla_core::config::{Config, Provider};
 use mobile_vla_core::vocab::{ByRole, Role, Velocity};
@@ -89,4 +90,71 @@ fn a_missing_model_is_named_and_the_fallback_drives() {
     assert_eq!(step.runs.len(), 1);
     assert_eq!(step.runs[0].role, Role::Fallback);
     assert!(step.runs[0].drove && step.commands[0] != Velocity::ZERO, "{step:?}");
+}
+
+#[test]
+fn a_stale_camera_gap_starts_the_recurrent_state_over() {
+    let c = config();
+    let t = 300.0;
+    let (mut p, _) = Inline::new(&c, specs(&c), t);
+    p.instruction("go forward", t);
+    let first = p.frame(png("01_centred.png", t + 0.1), t + 0.11).commands;
+    let second = p.frame(png("01_centred.png", t + 0.2), t + 0.21).commands;
+    assert_ne!(first, second, "the stand-in's state moves linear.x from frame to frame");
+    // 0.8 s without a frame (camera.max_age_s is 0.5): the next one is the first of a new history.
+    let after_gap = p.frame(png("01_centred.png", t + 1.0), t + 1.01).commands;
+    assert_eq!(after_gap, first);
+}
+
+/// The model team's family (models/team_tiny): every frame's command against PyTorch's, windows included.
+#[test]
+fn the_team_fixtures_command_what_pytorch_computed_for_the_same_windows() {
+    for kind in ["features", "images"] {
+        let dir = models().join("team_tiny").join(kind);
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        let mut c = config();
+        c.camera.max_age_s = 5.0;
+        c.watchdog.fallback_enabled = false;
+        c.watchdog.deadline_s = 2.0;
+        c.watchdog.hard_timeout_s = 4.0;
+        let mut s = specs(&c);
+        s[Role::Primary].manifest = dir.join(format!("{kind}.json"));
+        let t = 100.0;
+        let (mut p, _) = Inline::new(&c, s, t);
+        assert!(p.load_error(Role::Primary).is_none(), "{kind}: {:?}", p.load_error(Role::Primary));
+        let frames: Vec<PathBuf> =
+            reference["frames"].as_array().unwrap().iter().map(|f| dir.join(f.as_str().unwrap())).collect();
+        // ROS time keeps pace with the monotonic clock: were it to run ahead, the node would see a clock jump.
+        let start = Instant::now();
+        let ros_now = || t + start.elapsed().as_secs_f64();
+        for run in reference["runs"].as_array().unwrap() {
+            let instruction = run["instruction"].as_str().unwrap();
+            p.instruction(instruction, ros_now());
+            for (path, want) in frames.iter().zip(run["actions"].as_array().unwrap()) {
+                let data = std::fs::read(path).unwrap();
+                let stamp = ros_now();
+                let frame =
+                    OwnedFrame { stamp_s: Some(stamp), kind: FrameKind::Compressed { format: "jpeg".into() }, data };
+                let step = p.frame(frame, ros_now());
+                match want.as_array() {
+                    None => assert!(
+                        step.runs.is_empty() && step.commands.iter().all(|v| *v == Velocity::ZERO),
+                        "{kind} {instruction} {}: {step:?}",
+                        path.display()
+                    ),
+                    Some(want) => {
+                        let got =
+                            step.commands.last().copied().unwrap_or_else(|| panic!("{kind}: no command {step:?}"));
+                        let want: Vec<f64> = want.iter().map(|v| v.as_f64().unwrap()).collect();
+                        let diff = (got.x - want[0]).abs().max((got.y - want[1]).abs()).max((got.wz - want[2]).abs());
+                        assert!(diff <= 1e-4, "{kind} {instruction} {}: {got:?} vs {want:?}", path.display());
+                        // The axis the 2-axis head does not command is exactly zero.
+                        let absent = if kind == "features" { got.wz } else { got.y };
+                        assert_eq!(absent, 0.0, "{kind}: {got:?}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -157,3 +157,57 @@ fn a_corrupt_onnx_file_is_a_load_error() {
     let e = Policy::load(&env(), &dir.join("hybrid.json"), &cpu(), (640, 480)).err().unwrap();
     assert!(matches!(e, PolicyError::Load(_)), "{e}");
 }
+
+/// Loads a modified copy of a models/team_tiny manifest (its graphs and tokenizer copied beside it).
+fn team_mismatched(kind: &str, edit: impl Fn(&mut serde_json::Value), tag: &str) -> String {
+    let team = models().join("team_tiny");
+    let file = format!("{kind}.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(team.join(kind).join(&file)).unwrap()).unwrap();
+    edit(&mut m);
+    let root = std::env::temp_dir().join(format!("mobile_vla_team_{kind}_{tag}_{}", std::process::id()));
+    for sub in [kind, "kosmos2"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+        for f in std::fs::read_dir(team.join(sub)).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, root.join(sub).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let path = root.join(kind).join(&file);
+    std::fs::write(&path, m.to_string()).unwrap();
+    let e = Policy::load(&env(), &path, &cpu(), (1280, 720)).err().expect("mismatch accepted").to_string();
+    std::fs::remove_dir_all(&root).ok();
+    e
+}
+
+#[test]
+fn team_manifests_that_do_not_fit_their_graphs_name_the_key_and_both_shapes() {
+    // A window shorter than the graph's.
+    let e = team_mismatched("features", |m| m["windows"][0]["length"] = 4.into(), "len");
+    assert!(
+        e.contains("'vision_window'")
+            && e.contains("windows[0]")
+            && e.contains("[1, 4, 32]")
+            && e.contains("[1, 8, 32]"),
+        "{e}"
+    );
+    let e = team_mismatched("images", |m| m["windows"][0]["length"] = 16.into(), "ilen");
+    assert!(e.contains("'image_window'") && e.contains("[1, 16, 3, 224, 224]"), "{e}");
+    // A window of something that is not per-frame.
+    let e = team_mismatched("features", |m| m["windows"][1]["from"] = "nothing".into(), "from");
+    assert!(e.contains("'nothing'") && e.contains("neither an image input nor an output"), "{e}");
+    // An axis beyond the head's two outputs.
+    let e = team_mismatched("features", |m| m["action"]["axes"]["angular_z"] = json_axis(2), "axis");
+    assert!(e.contains("'actions'") && e.contains("2 elements") && e.contains("need 3"), "{e}");
+    // Bounds that are not an interval.
+    let e = team_mismatched(
+        "images",
+        |m| m["action"]["axes"]["linear_x"]["bounds"] = serde_json::json!([1.0, -1.0]),
+        "bounds",
+    );
+    assert!(e.contains("linear_x") && e.contains("bounds"), "{e}");
+}
+
+fn json_axis(index: usize) -> serde_json::Value {
+    serde_json::json!({"index": index, "bounds": [-1.0, 1.0]})
+}

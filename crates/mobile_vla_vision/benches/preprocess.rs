@@ -1,12 +1,14 @@
 //! Preprocessing cost per frame (not a test: prints numbers).
 //!
-//!     cargo bench -p mobile_vla_core --bench preprocess
+//!     cargo bench -p mobile_vla_vision --bench preprocess
 //!
-//! 640x480 and 1920x1080 frames, rgb8 and JPEG, into a 224x224 NCHW input:
-//! the stand-ins' half-pixel bilinear (f32, and f16 for the pure model's
-//! contract), and PIL's antialiased bicubic as the Hugging Face processors
-//! use it (Kosmos-2's stretch, CLIP's shortest edge + centre crop), exact
-//! and with `camera.resampling: simd`.
+//! 640x480, 1280x720 (the model team's camera) and 1920x1080 frames, rgb8 and
+//! JPEG (decoded whole: `camera.jpeg_scaling: full`, the default), into a
+//! 224x224 NCHW input: the stand-ins' half-pixel bilinear (f32, and f16 for
+//! the pure model's contract), PIL's antialiased bicubic as the Hugging Face
+//! processors use it (Kosmos-2's stretch, CLIP's shortest edge + centre crop),
+//! exact and with `camera.resampling: simd`, and torchvision's
+//! `Resize((224, 224))` (antialiased bilinear) of the team's image-window heads.
 
 use std::io::Cursor;
 use std::time::{Duration, Instant};
@@ -75,7 +77,7 @@ fn main() {
         "preprocess -> 224x224 NCHW (one core, {} build)",
         if cfg!(debug_assertions) { "debug" } else { "release" }
     );
-    for (w, h) in [(640u32, 480u32), (1920, 1080)] {
+    for (w, h) in [(640u32, 480u32), (1280, 720), (1920, 1080)] {
         let raw = frame(w, h);
         let img = image::RgbImage::from_raw(w, h, raw.clone()).unwrap();
         let mut jpeg = Cursor::new(Vec::new());
@@ -89,6 +91,7 @@ fn main() {
             ("PIL bicubic, simd", spec(DType::F32, Filter::Bicubic, true, ResizeMode::Stretch), simd),
             ("PIL bicubic CLIP crop", spec(DType::F32, Filter::Bicubic, true, ResizeMode::ShortestEdge), exact),
             ("PIL bicubic CLIP crop, simd", spec(DType::F32, Filter::Bicubic, true, ResizeMode::ShortestEdge), simd),
+            ("torchvision bilinear (team)", spec(DType::F32, Filter::Bilinear, true, ResizeMode::Stretch), exact),
         ];
         for (name, spec, resampling) in cases {
             let mut p = Preprocessor::new(vec![spec], 4096, 4096);

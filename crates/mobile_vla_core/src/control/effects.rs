@@ -41,7 +41,7 @@ impl Effects {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vocab::Generation;
+    use crate::vocab::{Generation, History};
 
     #[test]
     fn a_merge_keeps_everything_of_both_and_the_later_command() {
@@ -51,7 +51,7 @@ mod tests {
             hand_newest_to: Some(Role::Fallback),
             ..Default::default()
         };
-        let task = Task { generation: Generation(2), text: None };
+        let task = Task { generation: Generation(2), text: None, history: History::default() };
         let later = Effects {
             publish: Some(Velocity::ZERO),
             instruction: Some(task.clone()),

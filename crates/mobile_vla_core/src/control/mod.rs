@@ -13,7 +13,8 @@
 //! tested here:
 //! - a policy result drives only if the watchdog lets its policy drive, it was
 //!   computed for the current instruction generation, its run started after
-//!   the latest instruction change, stop, pause, resume or lock change, and its
+//!   the latest instruction change, stop, pause, resume, lock change or the
+//!   switch that gave its policy control, and its
 //!   frame is still fresh on the node's clock when the result arrives;
 //! - a paused source keeps nothing; a lock that engages or releases forgets
 //!   every source's last command, so only commands sent after it drive; a lock
@@ -22,6 +23,9 @@
 //!   [`ChunkPlayer`]) while the result is younger than the command timeout;
 //!   everything that forgets the policy's command (a new task, stop, pause,
 //!   a lock change, a policy switch, a skipped frame) also forgets the chunk;
+//! - a policy taking control, and a managed node's activation and
+//!   deactivation, start a new history ([`Task::history`]: every policy's
+//!   recurrent state and frame windows start over);
 //! - a jump of ROS time (see [`ClockWatch`]) voids everything stamped in the
 //!   old timeline: the chunk, the policy's command, runs in flight, and the
 //!   workers' recurrent state (a new generation of the same task); only a
@@ -207,6 +211,10 @@ impl Controller {
         self.task.set_barrier(now);
         self.out.forget_all();
         self.hold = None;
+        // Whatever a policy ran while inactive (a load finishing meanwhile) or
+        // before the pause, it starts a new history either way.
+        self.task.new_history();
+        fx.instruction = Some(self.task());
         match self.out.set_active(active) {
             None => self.publish(now, &mut fx),
             Some(zero) => {
@@ -256,12 +264,14 @@ impl Controller {
         }
         self.out.forget_policy();
         let kind = match skip {
-            Skip::BadFrame(_) => Warn::BadFrame,
-            Skip::BadInstruction(_) => Warn::BadInstruction,
-            Skip::Stale { .. } | Skip::Future { .. } | Skip::Unstamped => Warn::Stale,
+            Skip::BadFrame(_) => Some(Warn::BadFrame),
+            Skip::BadInstruction(_) => Some(Warn::BadInstruction),
+            Skip::Stale { .. } | Skip::Future { .. } | Skip::Unstamped => Some(Warn::Stale),
+            // Expected after every reset of a windowed policy: said on ~/status, not warned of.
+            Skip::WindowFilling { .. } => None,
             Skip::NoInstruction | Skip::NotLoaded => return fx,
         };
-        if let Some(n) = self.throttle.allow(kind, now) {
+        if let Some(n) = kind.and_then(|k| self.throttle.allow(k, now)) {
             warn!(suppressed = n, "{skip}; no command from this frame");
         }
         self.hold = Some(Hold::Skipped(skip.clone()));
@@ -474,6 +484,13 @@ impl Controller {
         self.out.forget_policy();
         self.hold = None;
         fx.hand_newest_to = s.to;
+        if s.to.is_some() {
+            // The policy taking control starts a new history (state and windows) on the newest frame;
+            // a run it started before, on the old history, never drives.
+            self.task.new_history();
+            self.task.set_barrier(now);
+            fx.instruction = Some(self.task());
+        }
         if s.to != Some(Role::Primary) {
             // A lazily loaded fallback starts loading the first time it is needed.
             self.start(Role::Fallback, fx);

@@ -4,15 +4,18 @@
 //! instruction change, and by a clock jump, which starts the same task
 //! again), and the barrier: the instant after which a run must have started
 //! for its result to drive (moved by an instruction change, stop, pause,
-//! resume, a lock change, activation and a clock jump). It decides whether a
-//! finished run is current; what a current result may do is the controller's.
+//! resume, a lock change, activation, a clock jump and a policy taking
+//! control), and the history the policies' frames belong to (a new one when a
+//! policy takes control or a managed node is activated or deactivated). It
+//! decides whether a finished run is current; what a current result may do is
+//! the controller's.
 
 use std::fmt;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
-use crate::vocab::{Generation, Task};
+use crate::vocab::{Generation, History, Task};
 
 /// The instruction the robot works on.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,12 +49,20 @@ pub(crate) struct TaskState {
     generation: Generation,
     /// Runs that started before this never drive.
     barrier: Instant,
+    /// Which history the policies' frames belong to (see [`Task::history`]).
+    history: History,
     pub(crate) max_bytes: usize,
 }
 
 impl TaskState {
     pub(crate) fn new(now: Instant, max_bytes: usize) -> Self {
-        Self { instruction: Instruction::None, generation: Generation::default(), barrier: now, max_bytes }
+        Self {
+            instruction: Instruction::None,
+            generation: Generation::default(),
+            barrier: now,
+            history: History::default(),
+            max_bytes,
+        }
     }
 
     pub(crate) fn instruction(&self) -> &Instruction {
@@ -68,7 +79,12 @@ impl TaskState {
             Instruction::Active(t) => Some(t.clone()),
             Instruction::None | Instruction::Rejected(_) => None,
         };
-        Task { generation: self.generation, text }
+        Task { generation: self.generation, text, history: self.history }
+    }
+
+    /// The policies start a new history (zero state, empty windows) under the same task.
+    pub(crate) fn new_history(&mut self) {
+        self.history = self.history.next();
     }
 
     /// A new instruction (`""` clears the task); true when the task changed.

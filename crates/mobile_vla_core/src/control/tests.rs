@@ -171,7 +171,7 @@ fn after_a_clock_jump_only_results_computed_in_the_new_timeline_drive() {
         let t = t0 + 100 * MS;
         let fx = c.tick(t, to);
         assert_eq!(fx.publish, Some(Velocity::ZERO), "back: {back}: the old chunk drove after the jump");
-        let Task { generation: g, text } =
+        let Task { generation: g, text, .. } =
             fx.instruction.expect("the workers start the task again (recurrent state reset)");
         assert_eq!((g, text.as_deref()), (c.generation(), Some("go")));
         assert!(c.status().reason.to_string().contains("ROS time jumped"), "{}", c.status().reason);
@@ -613,4 +613,40 @@ fn stop_pauses_and_clears_the_task_in_one_answer() {
     assert_eq!((task.generation, task.text), (c.generation(), None));
     assert_eq!(fx.publish, Some(Velocity::ZERO));
     assert_eq!(c.status().state, NodeState::Paused);
+}
+
+#[test]
+fn a_policy_taking_control_and_a_deactivation_or_activation_start_a_new_history() {
+    let t0 = Instant::now();
+    let mut c = ready(t0);
+    let before = c.task();
+    // The hybrid fails: the pure policy takes control on a new history (same task and generation).
+    let mut nan = result(&c, Role::Primary, t0 + MS, 0.0);
+    nan.outcome = RunOutcome::NonFinite;
+    let fx = run(&mut c, t0, &nan, t0 + 2 * MS);
+    assert_eq!(fx.hand_newest_to, Some(Role::Fallback));
+    let task = fx.instruction.expect("the workers hear of the new history");
+    assert_eq!((task.generation, &task.text), (before.generation, &before.text));
+    assert_eq!(task.history, before.history.next());
+    // Deactivated: a new history again, and the instruction stays.
+    let fx = c.set_active(false, t0 + 3 * MS);
+    assert_eq!(fx.instruction.map(|t| t.history), Some(before.history.next().next()));
+    assert_eq!(c.task().text.as_deref(), Some("go"));
+    // Activated: whatever ran meanwhile, a new history once more.
+    let fx = c.set_active(true, t0 + 4 * MS);
+    assert_eq!(fx.instruction.map(|t| t.history), Some(before.history.next().next().next()));
+}
+
+#[test]
+fn a_window_still_filling_holds_the_robot_still_without_a_warning() {
+    let t0 = Instant::now();
+    let mut c = ready(t0);
+    let fx = c.skipped(Role::Primary, &Skip::WindowFilling { have: 3, need: 8 }, t0 + MS);
+    assert_eq!(fx.publish, Some(Velocity::ZERO));
+    let s = c.status();
+    assert_eq!(s.state, NodeState::SafeStop);
+    assert_eq!(s.reason.to_string(), "the frame window is filling (3 of 8 frames)");
+    // The first result once it is full drives as any other.
+    let r = result(&c, Role::Primary, t0 + 2 * MS, 0.2);
+    assert!(run(&mut c, t0, &r, t0 + 3 * MS).drove);
 }

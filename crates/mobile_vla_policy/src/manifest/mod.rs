@@ -12,9 +12,12 @@
 //!   `tokenizer.json`, layout (`plain` BOS/EOS as CLIP, `kosmos2` as
 //!   `Kosmos2Processor`), padding (`max_length` | `exact`), id type and roles
 //!   (`attention_mask`, `position_ids`, `image_embeds_position_mask`), state in
-//!   f16 or f32, and the action picked out of any output rank by an index path.
+//!   f16 or f32, windows (the last T frames of an image or of a per-frame
+//!   stage's output, fed as `[1, T, ...]`), and the action picked out of any
+//!   output rank by an index path, its elements mapped to any of the three
+//!   velocity axes and denormalised (`action`).
 //!
-//! Checking the manifest against the real graphs is `policy`'s job; nothing
+//! Checking the manifest against the real graphs is `contract`'s job; nothing
 //! here touches ONNX Runtime.
 
 use std::path::{Path, PathBuf};
@@ -26,9 +29,12 @@ use serde_json::Value;
 
 use crate::PolicyError;
 
+mod action;
 mod v1;
 mod v2;
 mod validate;
+
+pub use action::{ActionOutput, ActionStep, AxisMap, AXES};
 
 use v1::V1;
 use v2::V2;
@@ -46,9 +52,39 @@ pub struct Manifest {
     pub stages: Vec<Stage>,
     pub images: Vec<ImageInput>,
     pub texts: Vec<TextInput>,
-    /// Recurrent state carried frame to frame, reset when the instruction changes.
+    /// Recurrent state carried frame to frame, reset with every new history (see `runner`).
     pub state: Vec<StatePair>,
+    /// Histories of per-frame tensors, each fed to a graph as `[1, T, ...]`.
+    pub windows: Vec<Window>,
+    /// What a window holds before it has its T frames.
+    pub window_start: WindowStart,
     pub action: ActionOutput,
+}
+
+/// A history of a per-frame tensor, fed to a graph as `[1, length, ...]`:
+/// each frame adds its tensor once, the oldest leaves.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// The graph input that takes the window.
+    pub input: String,
+    /// What each frame adds: an image input (by its `input` name), or an
+    /// output of an earlier per-frame stage (a backbone's features).
+    pub from: String,
+    /// How many frames it holds (T).
+    pub length: usize,
+}
+
+/// What a window holds before it has its T frames (at start, and after every reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowStart {
+    /// No command until the window is full: the policy only ever sees windows
+    /// of T real frames, as it did in training (RoboVLMs samples full windows).
+    #[default]
+    Wait,
+    /// Command from the first frame, the older slots holding copies of the first frame.
+    RepeatFirst,
 }
 
 /// When a stage's graph runs.
@@ -210,48 +246,6 @@ pub struct StatePair {
     pub dtype: FloatType,
 }
 
-/// Which step of an action chunk drives the robot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActionStep {
-    First,
-    Last,
-    /// Every step, in time: step `k` at `stamp + k * period_s` from the frame's stamp.
-    Play,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionOutput {
-    pub output: String,
-    /// Indices into the leading axes, leaving `[T, k]` (or `[k]`); negative
-    /// counts from the end. Default: 0 for every axis before the last two.
-    #[serde(default)]
-    pub index: Option<Vec<i64>>,
-    /// Which of the `T` chunk steps drives (`first`, `last`), or `play` them all in time.
-    #[serde(default = "first")]
-    pub step: ActionStep,
-    /// With `play`: seconds between chunk steps (the rate the policy was trained at).
-    #[serde(default)]
-    pub period_s: Option<f64>,
-    /// With `play`: blend overlapping chunks with ACT's temporal-ensembling
-    /// weights `exp(-m * i)` (`i = 0` the oldest chunk); absent: a new chunk replaces the old.
-    #[serde(default)]
-    pub blend: Option<f64>,
-    /// Element index of each velocity in the action vector.
-    pub linear_x: usize,
-    pub linear_y: usize,
-    pub angular_z: usize,
-    /// Multiplies (linear.x, linear.y, angular.z) after extraction.
-    pub scale: [f32; 3],
-    /// Symmetric clip of each velocity after scaling (the team clipped to about 1.15).
-    pub clip: [f32; 3],
-}
-
-fn first() -> ActionStep {
-    ActionStep::First
-}
-
 /// A manifest with its files resolved to absolute paths.
 #[derive(Debug, Clone)]
 pub struct LoadedManifest {
@@ -271,6 +265,8 @@ pub enum Source {
     State(usize),
     /// An output of an earlier stage (`stage`, output name looked up there).
     Stage(usize),
+    /// The window of that index: the history of an image or a stage output.
+    Window(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,6 +350,7 @@ impl Manifest {
             }
         }
         v.extend(self.state.iter().enumerate().map(|(i, s)| (s.input.as_str(), Source::State(i))));
+        v.extend(self.windows.iter().enumerate().map(|(i, w)| (w.input.as_str(), Source::Window(i))));
         v
     }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{
     ActionOutput, IdType, ImageInput, ImageSpan, Manifest, Padding, PositionIds, Stage, StageRun, StatePair, TextInput,
-    TextLayout, TextRoles,
+    TextLayout, TextRoles, WindowStart,
 };
 
 #[derive(Deserialize)]
@@ -80,6 +80,8 @@ impl V1 {
             images: vec![self.image],
             texts,
             state: self.state,
+            windows: Vec::new(),
+            window_start: WindowStart::default(),
             action: self.action,
         }
     }

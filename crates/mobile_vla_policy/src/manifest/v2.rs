@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{
     ActionOutput, IdType, ImageInput, Kosmos2Prompt, Manifest, Padding, PositionIds, Stage, StatePair, TextInput,
-    TextLayout, TextRoles,
+    TextLayout, TextRoles, Window, WindowStart,
 };
 
 #[derive(Deserialize)]
@@ -26,6 +26,10 @@ pub(super) struct V2 {
     texts: Vec<V2Text>,
     #[serde(default)]
     state: Vec<StatePair>,
+    #[serde(default)]
+    windows: Vec<Window>,
+    #[serde(default)]
+    window_start: WindowStart,
     action: ActionOutput,
 }
 
@@ -93,6 +97,8 @@ impl V2 {
             images: self.images,
             texts,
             state: self.state,
+            windows: self.windows,
+            window_start: self.window_start,
             action: self.action,
         }
     }

@@ -26,9 +26,6 @@ impl Manifest {
             img.spec.validate().map_err(|e| format!("images[{i}] ('{}'): {e}", img.input))?;
         }
         let a = &self.action;
-        if a.scale.iter().chain(&a.clip).any(|v| !v.is_finite() || *v < 0.0) {
-            return Err("action.scale and action.clip must be finite and >= 0".into());
-        }
         match (a.step, a.period_s, a.blend) {
             (ActionStep::Play, Some(p), _) if !(p.is_finite() && p > 0.0 && p <= 10.0) => {
                 return Err(format!("action.period_s {p} must be a duration in (0, 10] s"))
@@ -50,6 +47,14 @@ impl Manifest {
         for s in &self.state {
             if s.shape.is_empty() || s.shape.contains(&0) {
                 return Err(format!("state '{}' has an empty shape {:?}", s.input, s.shape));
+            }
+        }
+        for (i, w) in self.windows.iter().enumerate() {
+            if w.length == 0 || w.length > 64 {
+                return Err(format!("windows[{i}] ('{}'): length {} must be in 1..=64", w.input, w.length));
+            }
+            if w.from == w.input {
+                return Err(format!("windows[{i}] ('{}'): a window cannot take its own input", w.input));
             }
         }
         let names = self.fed_names();
