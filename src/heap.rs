@@ -10,8 +10,7 @@ pub const TRIM_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Called first in `main`: frames up to 32 MB (a 4K rgb8 frame is 25 MB) come
 /// from the heap and their pages are reused frame after frame; freed memory is
-/// not trimmed back on every free (see [`release_freed`] for when it is); and
-/// the node's threads share [`ARENAS`] malloc arenas.
+/// not trimmed back on every free (see [`release_freed`] for when it is).
 pub fn keep_frames_on_the_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called before
@@ -19,17 +18,8 @@ pub fn keep_frames_on_the_heap() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // glibc's maximum on 64-bit
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
     }
 }
-
-/// Malloc arenas for the whole process. glibc's default is 8 per core: the
-/// node's 18 threads (rcl, DDS, the event loop, a worker per policy, ONNX
-/// Runtime) came to use 12 arenas within a minute, each keeping its own free
-/// pages and fragments, and the anonymous memory crept up as more of them
-/// came into use. The few allocations a frame makes do not contend for two.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const ARENAS: libc::c_int = 2;
 
 /// Hands every whole free page of every malloc arena back to the kernel.
 ///
