@@ -83,11 +83,11 @@ pub fn write_inputs(
             }
             Source::Text(k, role) => {
                 let t = tokens[k].role(role);
-                let shape = [1, t.len()];
-                match t {
-                    Ints::I64(v) => write_npy(&path, "<i8", &shape, v.iter().flat_map(|x| x.to_le_bytes())),
-                    Ints::I32(v) => write_npy(&path, "<i4", &shape, v.iter().flat_map(|x| x.to_le_bytes())),
-                }
+                let values = match t {
+                    Ints::I64(v) => Values::I64(v.clone()),
+                    Ints::I32(v) => Values::I32(v.clone()),
+                };
+                write_tensor(&path, &Tensor { shape: vec![1, t.len() as i64], values })
             }
             // State starts at zero and stage outputs need a model: not inputs of the frame.
             Source::State(_) | Source::Stage(_) => continue,
@@ -98,7 +98,7 @@ pub fn write_inputs(
     Ok(written)
 }
 
-/// A float tensor as a `.npy` file.
+/// A tensor as a `.npy` file (the one place that names each element type's NumPy code).
 fn write_tensor(path: &Path, t: &Tensor) -> std::io::Result<()> {
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
     match &t.values {

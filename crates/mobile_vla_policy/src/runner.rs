@@ -262,8 +262,7 @@ impl Runner {
             return;
         }
         // A new instruction (or none) is a new history too.
-        self.last_run = None;
-        self.last_stamp = None;
+        self.new_history();
         self.refused = None;
         match task.text.as_deref().map(|t| self.policy.set_instruction(t)) {
             Some(Ok(true)) => warn!(policy = %self.role, "instruction truncated to the model's text length"),
