@@ -616,6 +616,23 @@ fn stop_pauses_and_clears_the_task_in_one_answer() {
 }
 
 #[test]
+fn a_run_started_before_its_policy_took_control_never_drives() {
+    let t0 = Instant::now();
+    let mut c = ready(t0);
+    // The pure policy's run started at t0 + 1 ms, on its old history; the hybrid fails at t0 + 2 ms.
+    let early = result(&c, Role::Fallback, t0 + MS, 0.3);
+    let mut nan = result(&c, Role::Primary, t0 + MS, 0.0);
+    nan.outcome = RunOutcome::NonFinite;
+    assert_eq!(run(&mut c, t0, &nan, t0 + 2 * MS).hand_newest_to, Some(Role::Fallback));
+    let fx = run(&mut c, t0, &early, t0 + 3 * MS);
+    assert!(!fx.drove, "a run from before the switch drove");
+    assert_eq!(tick_at(&mut c, t0, t0 + 4 * MS), Velocity::ZERO);
+    // Its first run on the new history drives.
+    let fresh = result(&c, Role::Fallback, t0 + 5 * MS, 0.3);
+    assert!(run(&mut c, t0, &fresh, t0 + 6 * MS).drove);
+}
+
+#[test]
 fn a_policy_taking_control_and_a_deactivation_or_activation_start_a_new_history() {
     let t0 = Instant::now();
     let mut c = ready(t0);
