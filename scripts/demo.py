@@ -9,13 +9,21 @@ many never reached it, the frame-to-command latency (p50), the active policy,
 provider and command source (~/status), and the last command on cmd_vel.
 Every change of ~/status is printed when it happens; a summary ends the run.
 
-    demo.py --samples DIR [--rate HZ] [--duration S] [--instruction TEXT] [--namespace NS]
+With --record BAG it also records the drive as a rosbag2 bag (MCAP, written
+by the `rosbags` package: rosbag2 itself is not needed), as a robot's
+recording would hold it: the frames it sent (as PNG on
+camera/image_raw/compressed, the same pixels, a fraction of the size), the
+instruction, and the commands on cmd_vel. `mobile_vla_eval` scores a policy
+on it.
+
+    demo.py --samples DIR [--rate HZ] [--duration S] [--instruction TEXT] [--namespace NS] [--record BAG]
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import io
 import os
 import sys
 import time
@@ -27,7 +35,8 @@ from geometry_msgs.msg import Twist
 from mobile_vla_msgs.msg import InferenceStats, Status
 from PIL import Image as PILImage
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 
@@ -49,6 +58,39 @@ def to_image_msg(rgb: np.ndarray, stamp, frame_id: str = "camera") -> Image:
     return msg
 
 
+class Recorder:
+    """The drive as a rosbag2 bag (MCAP): what `ros2 bag record` would store of these topics."""
+
+    def __init__(self, path: str, ns: str, frames: list[np.ndarray]):
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.typesys import Stores, get_typestore
+
+        store = get_typestore(Stores.ROS2_JAZZY)
+        self.writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer.open()
+        self.camera = self.writer.add_connection(f"{ns}/camera/image_raw/compressed", "sensor_msgs/msg/CompressedImage",
+                                                 typestore=store)
+        self.instruction = self.writer.add_connection(f"{ns}/instruction", "std_msgs/msg/String", typestore=store)
+        self.cmd = self.writer.add_connection(f"{ns}/cmd_vel", "geometry_msgs/msg/Twist", typestore=store)
+        self.pngs = []
+        for rgb in frames:
+            buf = io.BytesIO()
+            PILImage.fromarray(rgb).save(buf, format="png", compress_level=1)
+            self.pngs.append(np.frombuffer(buf.getvalue(), np.uint8))
+        self.frames = 0
+
+    def frame(self, index: int, sent: Image, now_ns: int):
+        msg = CompressedImage(header=sent.header, format="png", data=self.pngs[index].tobytes())
+        self.writer.write(self.camera, now_ns, serialize_message(msg))
+        self.frames += 1
+
+    def write(self, connection, msg, now_ns: int):
+        self.writer.write(connection, now_ns, serialize_message(msg))
+
+    def close(self):
+        self.writer.close()
+
+
 def p50(values: list[float]) -> str:
     return f"{np.percentile(values, 50):5.1f} ms" if values else "   -   "
 
@@ -60,10 +102,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=20.0, help="seconds to run (0: until Ctrl-C)")
     ap.add_argument("--instruction", default="navigate around the obstacles to the cup")
     ap.add_argument("--namespace", default="")
+    ap.add_argument("--record", metavar="BAG", help="also record the drive to this rosbag2 folder (MCAP)")
     a = ap.parse_args()
     ns = "/" + a.namespace.strip("/") if a.namespace.strip("/") else ""
 
     frames = load_frames(a.samples)
+    recorder = Recorder(a.record, ns, frames) if a.record else None
     # Ctrl-C as a plain KeyboardInterrupt (caught below, then the summary): rclpy's own
     # handler would shut the context down under spin_once and end in a traceback.
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
@@ -85,6 +129,8 @@ def main() -> int:
         s["provider"] = m.execution_provider
 
     def on_cmd(t: Twist):
+        if recorder:
+            recorder.write(recorder.cmd, t, node.get_clock().now().nanoseconds)
         s["cmds"] += 1
         s["last_cmd"] = (t.linear.x, t.linear.y, t.angular.z)
         if s["last_cmd"] == (0.0, 0.0, 0.0):
@@ -107,14 +153,20 @@ def main() -> int:
     def publish_frame():
         if not s["instructed"]:
             return
-        rgb = frames[s["sent"] % len(frames)]
+        index = s["sent"] % len(frames)
         s["sent"] += 1
-        cam.publish(to_image_msg(rgb, node.get_clock().now().to_msg()))
+        now = node.get_clock().now()
+        msg = to_image_msg(frames[index], now.to_msg())
+        cam.publish(msg)
+        if recorder:
+            recorder.frame(index, msg, now.nanoseconds)
 
     def send_instruction_once_matched():
         # The node subscribes volatile (so any ordinary publisher matches): send once it is there.
         if not s["instructed"] and task.get_subscription_count() > 0 and cam.get_subscription_count() > 0:
             task.publish(String(data=a.instruction))
+            if recorder:
+                recorder.write(recorder.instruction, String(data=a.instruction), node.get_clock().now().nanoseconds)
             s["instructed"] = True
             s["started"] = time.monotonic()
             print(f"demo: instruction {a.instruction!r}; camera {frames[0].shape[1]}x{frames[0].shape[0]} rgb8 "
@@ -155,6 +207,12 @@ def main() -> int:
              if lat else "-")
           + f"; {s['cmds']} commands on cmd_vel ({s['zeros']} zero); {s['status_changes']} status changes",
           flush=True)
+    if recorder:
+        recorder.close()
+        share = os.path.dirname(os.path.dirname(os.path.abspath(a.samples)))
+        print(f"demo: recorded {recorder.frames} frames, the instruction and cmd_vel to {a.record}; score the "
+              f"policy on it: ros2 run mobile_vla mobile_vla_eval --policy {share}/models/hybrid.json {a.record} "
+              f"--params {share}/config/mobile_vla.yaml", flush=True)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0

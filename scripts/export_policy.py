@@ -36,6 +36,47 @@ written out.
 
 Needs torch and transformers (see models/hf_tiny/requirements.txt for the
 versions the bundled fixtures were made with).
+
+Converting an existing export (--from; needs only onnx, onnxruntime, h5py and
+PIL, no torch) to FP16 or INT8, then gating it with mobile_vla_eval:
+
+    python3 scripts/export_policy.py --from models/team_tiny/images/images.json --out build/export/images-fp16 \
+        --fp16 [--eval-episodes HELD_OUT...] [--gate 'mae<=1.05*ref' ...]
+    python3 scripts/export_policy.py --from MANIFEST.json --out OUTDIR --int8 --calibrate EPISODES... \
+        [--calibration-frames 64] [--symmetric] [--eval-episodes HELD_OUT...] [--gate G ...]
+
+EPISODES are the model team's HDF5 files (`images` (T, H, W, 3) uint8 RGB,
+`language_instruction`, `actions`): files, folders or globs. OUTDIR gets the
+converted graph of every stage and MANIFEST's copy named NAME-fp16 / NAME-int8
+(OUTDIR/<manifest>-fp16.json, -int8.json), its tokenizers still resolving.
+
+  --fp16  float16 weights (onnxruntime.transformers.float16, keep_io_types):
+          the graphs' inputs and outputs stay float32, the manifest unchanged.
+  --int8  static INT8 in QDQ format (onnxruntime.quantization.quantize_static):
+          per-channel weights of Conv/MatMul/Gemm, activation ranges (min/max)
+          calibrated on frames of the --calibrate episodes fed exactly as the
+          node feeds them: mobile_vla_inputs (the node's own preprocessing and
+          tokenisation) gives the image, window and text tensors, and the inputs
+          of a later stage (the features family's head) are what the FP32
+          earlier stages compute on them, windowed as the manifest says. Every
+          stage is quantised; one that no calibration frame reaches (a waiting
+          window never full) is kept FP32, and the script says which.
+          TensorRT on the Orin: ORT's TensorRT provider takes no calibration
+          table with a QDQ graph. Its INT8 path is the FP32 graph (the source
+          manifest's) with trt_int8_enable=1,
+          trt_int8_calibration_table_name=calibration.flatbuffers and
+          trt_int8_use_native_calibration_table=0; the table, written here as
+          OUTDIR/calibration.flatbuffers (OUTDIR/calibration_<stage>/ per stage
+          for several stages; .cache and .json beside it) from the same
+          calibration feeds, is looked up in trt_engine_cache_path. Not run
+          here (no GPU): build the engine on the Orin and gate it there too.
+
+Then, given evaluation episodes (with --int8 the --calibrate ones by default),
+`mobile_vla_eval --policy ref=MANIFEST --policy NAME=NEW EPISODES --gate G`
+(default gate 'mae<=1.05*ref': the MAE against the recorded actions at most
+5 % above the source's) prints its report, and the script exits with its
+exit code: 0 when every gate holds. Gate on held-out episodes: the ranges
+were fitted to the calibration frames, so gating on them is optimistic.
 """
 
 from __future__ import annotations
@@ -50,25 +91,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 from PIL import Image
-from torch import nn
+
+from convert_policy import DEFAULT_GATE, convert
 
 HERE = Path(__file__).resolve().parent
 
-
-class Head(nn.Module):
-    """LSTM over the pooled features (state [1, 1, hidden] in and out), then an MLP to T x 3 actions."""
-
-    def __init__(self, in_dim: int, hidden: int, chunk: int):
-        super().__init__()
-        self.chunk = chunk
-        self.lstm = nn.LSTM(in_dim, hidden, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, chunk * 3))
-
-    def forward(self, feat, h, c):
-        out, (h2, c2) = self.lstm(feat[:, None, :], (h, c))
-        return torch.tanh(self.mlp(out[:, -1])).view(1, self.chunk, 3), h2, c2
+torch = nn = None  # imported by import_torch(): converting an export (--from) needs no torch
 
 
 def last_real(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -77,98 +106,124 @@ def last_real(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return hidden.gather(1, idx.view(1, 1, 1).expand(1, 1, hidden.shape[-1]))[:, 0]
 
 
-class ClipText(nn.Module):
-    """The per-instruction stage: CLIP's text tower, projected."""
+def import_torch() -> None:
+    """Imports torch and defines the nn.Module classes of the PyTorch export (module globals).
 
-    def __init__(self, clip):
-        super().__init__()
-        self.clip = clip
+    Deferred so that `--from` (converting an existing export to FP16 or INT8) runs where torch
+    is not installed (CI, this repository's .venv): a class subclassing nn.Module needs torch
+    when it is defined, so they are defined here, once, before the export path uses them."""
+    global torch, nn, Head, ClipText, Hybrid, Pure, Backbone, WindowHead, ImageWindowPolicy
+    if nn is not None:
+        return
+    import torch
+    from torch import nn
 
-    def forward(self, clip_input_ids, clip_attention_mask):
-        out = self.clip.get_text_features(input_ids=clip_input_ids.long(), attention_mask=clip_attention_mask.long())
-        return out.pooler_output if hasattr(out, "pooler_output") else out
+    class Head(nn.Module):
+        """LSTM over the pooled features (state [1, 1, hidden] in and out), then an MLP to T x 3 actions."""
 
+        def __init__(self, in_dim: int, hidden: int, chunk: int):
+            super().__init__()
+            self.chunk = chunk
+            self.lstm = nn.LSTM(in_dim, hidden, batch_first=True)
+            self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, chunk * 3))
 
-class Hybrid(nn.Module):
-    def __init__(self, kosmos2, clip, head, io_dtype):
-        super().__init__()
-        self.kosmos2, self.clip, self.head, self.io = kosmos2, clip, head, io_dtype
-
-    def forward(self, pixel_values, input_ids, attention_mask, position_ids, image_embeds_position_mask,
-                clip_pixel_values, clip_text_embeds, h_in, c_in):
-        dt = next(self.head.parameters()).dtype
-        out = self.kosmos2(pixel_values=pixel_values.to(dt), input_ids=input_ids.long(),
-                           attention_mask=attention_mask.long(), position_ids=position_ids.long(),
-                           image_embeds_position_mask=image_embeds_position_mask.long())
-        k = last_real(out.last_hidden_state, attention_mask)
-        img = self.clip.get_image_features(pixel_values=clip_pixel_values.to(dt))
-        img = img.pooler_output if hasattr(img, "pooler_output") else img
-        feat = torch.cat([k, img, clip_text_embeds.to(dt)], -1)
-        actions, h, c = self.head(feat, h_in.to(dt), c_in.to(dt))
-        # [batch, history, T, 3]: an action tensor of rank 4, as RoboVLMs heads give.
-        return actions[:, None].to(self.io), h.to(self.io), c.to(self.io)
+        def forward(self, feat, h, c):
+            out, (h2, c2) = self.lstm(feat[:, None, :], (h, c))
+            return torch.tanh(self.mlp(out[:, -1])).view(1, self.chunk, 3), h2, c2
 
 
-class Pure(nn.Module):
-    def __init__(self, kosmos2, head, io_dtype):
-        super().__init__()
-        self.kosmos2, self.head, self.io = kosmos2, head, io_dtype
+    class ClipText(nn.Module):
+        """The per-instruction stage: CLIP's text tower, projected."""
 
-    def forward(self, pixel_values, input_ids, attention_mask, image_embeds_position_mask, h_in, c_in):
-        dt = next(self.head.parameters()).dtype
-        out = self.kosmos2(pixel_values=pixel_values.to(dt), input_ids=input_ids.long(),
-                           attention_mask=attention_mask.long(),
-                           image_embeds_position_mask=image_embeds_position_mask.long())
-        k = last_real(out.last_hidden_state, attention_mask)
-        actions, h, c = self.head(k, h_in.to(dt), c_in.to(dt))
-        return actions.to(self.io), h.to(self.io), c.to(self.io)
+        def __init__(self, clip):
+            super().__init__()
+            self.clip = clip
+
+        def forward(self, clip_input_ids, clip_attention_mask):
+            out = self.clip.get_text_features(input_ids=clip_input_ids.long(), attention_mask=clip_attention_mask.long())
+            return out.pooler_output if hasattr(out, "pooler_output") else out
 
 
-class Backbone(nn.Module):
-    """The features kind's per-frame stage: Kosmos-2 -> (vision_features, text_features), [1, D] each."""
+    class Hybrid(nn.Module):
+        def __init__(self, kosmos2, clip, head, io_dtype):
+            super().__init__()
+            self.kosmos2, self.clip, self.head, self.io = kosmos2, clip, head, io_dtype
 
-    def __init__(self, kosmos2):
-        super().__init__()
-        self.kosmos2 = kosmos2
-
-    def forward(self, pixel_values, input_ids, attention_mask, image_embeds_position_mask):
-        out = self.kosmos2(pixel_values=pixel_values, input_ids=input_ids.long(), attention_mask=attention_mask.long(),
-                           image_embeds_position_mask=image_embeds_position_mask.long())
-        return out.image_embeds.mean(1), last_real(out.last_hidden_state, attention_mask)
-
-
-class WindowHead(nn.Module):
-    """An LSTM over the T frames of the feature windows, then an MLP to a chunk of future
-    actions on `axes` axes, in [-1, 1] (RoboVLMs' normalised actions)."""
-
-    def __init__(self, in_dim: int, hidden: int, chunk: int, axes: int):
-        super().__init__()
-        self.chunk, self.axes = chunk, axes
-        self.lstm = nn.LSTM(in_dim, hidden, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, chunk * axes))
-
-    def forward(self, *windows):
-        out, _ = self.lstm(torch.cat(windows, -1))
-        return torch.tanh(self.mlp(out[:, -1])).view(1, self.chunk, self.axes)
+        def forward(self, pixel_values, input_ids, attention_mask, position_ids, image_embeds_position_mask,
+                    clip_pixel_values, clip_text_embeds, h_in, c_in):
+            dt = next(self.head.parameters()).dtype
+            out = self.kosmos2(pixel_values=pixel_values.to(dt), input_ids=input_ids.long(),
+                               attention_mask=attention_mask.long(), position_ids=position_ids.long(),
+                               image_embeds_position_mask=image_embeds_position_mask.long())
+            k = last_real(out.last_hidden_state, attention_mask)
+            img = self.clip.get_image_features(pixel_values=clip_pixel_values.to(dt))
+            img = img.pooler_output if hasattr(img, "pooler_output") else img
+            feat = torch.cat([k, img, clip_text_embeds.to(dt)], -1)
+            actions, h, c = self.head(feat, h_in.to(dt), c_in.to(dt))
+            # [batch, history, T, 3]: an action tensor of rank 4, as RoboVLMs heads give.
+            return actions[:, None].to(self.io), h.to(self.io), c.to(self.io)
 
 
-class ImageWindowPolicy(nn.Module):
-    """The images kind, one graph: Kosmos-2's vision on each of the T frames of the window,
-    its text over the newest, and the window head."""
+    class Pure(nn.Module):
+        def __init__(self, kosmos2, head, io_dtype):
+            super().__init__()
+            self.kosmos2, self.head, self.io = kosmos2, head, io_dtype
 
-    def __init__(self, kosmos2, head, window: int):
-        super().__init__()
-        self.kosmos2, self.head, self.window = kosmos2, head, window
-
-    def forward(self, image_window, input_ids, attention_mask, image_embeds_position_mask):
-        vision = []
-        for t in range(self.window):
-            out = self.kosmos2(pixel_values=image_window[:, t], input_ids=input_ids.long(),
+        def forward(self, pixel_values, input_ids, attention_mask, image_embeds_position_mask, h_in, c_in):
+            dt = next(self.head.parameters()).dtype
+            out = self.kosmos2(pixel_values=pixel_values.to(dt), input_ids=input_ids.long(),
                                attention_mask=attention_mask.long(),
                                image_embeds_position_mask=image_embeds_position_mask.long())
-            vision.append(out.image_embeds.mean(1))
-        text = last_real(out.last_hidden_state, attention_mask)
-        return self.head(torch.stack(vision, 1), text[:, None].expand(-1, self.window, -1))
+            k = last_real(out.last_hidden_state, attention_mask)
+            actions, h, c = self.head(k, h_in.to(dt), c_in.to(dt))
+            return actions.to(self.io), h.to(self.io), c.to(self.io)
+
+
+    class Backbone(nn.Module):
+        """The features kind's per-frame stage: Kosmos-2 -> (vision_features, text_features), [1, D] each."""
+
+        def __init__(self, kosmos2):
+            super().__init__()
+            self.kosmos2 = kosmos2
+
+        def forward(self, pixel_values, input_ids, attention_mask, image_embeds_position_mask):
+            out = self.kosmos2(pixel_values=pixel_values, input_ids=input_ids.long(), attention_mask=attention_mask.long(),
+                               image_embeds_position_mask=image_embeds_position_mask.long())
+            return out.image_embeds.mean(1), last_real(out.last_hidden_state, attention_mask)
+
+
+    class WindowHead(nn.Module):
+        """An LSTM over the T frames of the feature windows, then an MLP to a chunk of future
+        actions on `axes` axes, in [-1, 1] (RoboVLMs' normalised actions)."""
+
+        def __init__(self, in_dim: int, hidden: int, chunk: int, axes: int):
+            super().__init__()
+            self.chunk, self.axes = chunk, axes
+            self.lstm = nn.LSTM(in_dim, hidden, batch_first=True)
+            self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, chunk * axes))
+
+        def forward(self, *windows):
+            out, _ = self.lstm(torch.cat(windows, -1))
+            return torch.tanh(self.mlp(out[:, -1])).view(1, self.chunk, self.axes)
+
+
+    class ImageWindowPolicy(nn.Module):
+        """The images kind, one graph: Kosmos-2's vision on each of the T frames of the window,
+        its text over the newest, and the window head."""
+
+        def __init__(self, kosmos2, head, window: int):
+            super().__init__()
+            self.kosmos2, self.head, self.window = kosmos2, head, window
+
+        def forward(self, image_window, input_ids, attention_mask, image_embeds_position_mask):
+            vision = []
+            for t in range(self.window):
+                out = self.kosmos2(pixel_values=image_window[:, t], input_ids=input_ids.long(),
+                                   attention_mask=attention_mask.long(),
+                                   image_embeds_position_mask=image_embeds_position_mask.long())
+                vision.append(out.image_embeds.mean(1))
+            text = last_real(out.last_hidden_state, attention_mask)
+            return self.head(torch.stack(vision, 1), text[:, None].expand(-1, self.window, -1))
 
 
 def imagenet_pixels(image: Image.Image, size: int = 224) -> np.ndarray:
@@ -246,14 +301,15 @@ def export(module, args, path: Path, inputs: list[str], outputs: list[str], dyna
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kind", choices=["hybrid", "pure", "features", "images"], required=True)
-    ap.add_argument("--kosmos2", type=Path, required=True, help="Hugging Face Kosmos-2 folder (model + processor)")
+    ap.add_argument("--kind", choices=["hybrid", "pure", "features", "images"], help="what to export from PyTorch")
+    ap.add_argument("--kosmos2", type=Path, help="Hugging Face Kosmos-2 folder (model + processor)")
     ap.add_argument("--clip", type=Path, help="Hugging Face CLIP folder (model + processor), hybrid only")
     ap.add_argument("--head", type=Path, help="trained head state_dict (.pt); random without it")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--chunk", type=int, default=4, help="actions per chunk (T)")
     ap.add_argument("--io", choices=["f32", "f16"], default="f32", help="type of the state and action tensors")
-    ap.add_argument("--fp16", action="store_true", help="export with float16 weights (TensorRT's FP16 needs no this)")
+    ap.add_argument("--fp16", action="store_true", help="export with float16 weights (TensorRT's FP16 needs no this); "
+                    "with --from: convert the graphs' weights to float16")
     ap.add_argument("--ids", choices=["int32", "int64"], default="int64")
     ap.add_argument("--padding", choices=["exact", "max_length"], default="exact")
     ap.add_argument("--max-length", type=int, default=96, help="with --padding max_length")
@@ -269,10 +325,31 @@ def main() -> None:
     ap.add_argument("--name", help="the policy's name in the manifest (default: the kind)")
     ap.add_argument("--stand-in", action="store_true")
     ap.add_argument("--out", type=Path, required=True)
+    conv = ap.add_argument_group("converting an existing export (--from; needs no torch)")
+    conv.add_argument("--from", dest="source", type=Path, metavar="MANIFEST",
+                      help="the policy's manifest (.json) to convert, instead of exporting from PyTorch")
+    conv.add_argument("--int8", action="store_true", help="static INT8 (QDQ), calibrated on --calibrate episodes")
+    conv.add_argument("--calibrate", nargs="+", default=[], metavar="EPISODES",
+                      help="team HDF5 episodes for the INT8 calibration: files, folders or globs")
+    conv.add_argument("--calibration-frames", type=int, default=64,
+                      help="at most this many frames, spread evenly over the calibration episodes")
+    conv.add_argument("--symmetric", action="store_true",
+                      help="--int8: symmetric activations (zero point 0, as TensorRT needs in a QDQ graph)")
+    conv.add_argument("--eval-episodes", nargs="+", default=[], metavar="EPISODES",
+                      help="episodes mobile_vla_eval gates the conversion on (default with --int8: the "
+                           "--calibrate ones, optimistic: prefer held-out episodes)")
+    conv.add_argument("--gate", action="append", default=[],
+                      help=f"mobile_vla_eval gate, repeatable (default {DEFAULT_GATE!r})")
     a = ap.parse_args()
+    if a.source is not None:
+        convert(ap, a)
+        return
+    if a.kind is None or a.kosmos2 is None:
+        ap.error("--kind and --kosmos2 are required (or --from MANIFEST to convert an existing export)")
     for k in ("kosmos2", "clip", "head", "frames", "out"):
         if getattr(a, k) is not None:
             setattr(a, k, getattr(a, k).resolve())
+    import_torch()
     if a.kind in ("features", "images"):
         run_windowed(a)
     else:

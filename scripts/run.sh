@@ -5,6 +5,7 @@
 # sample frames as a camera with an instruction, and prints every command the
 # node publishes with its latency. Stops after DURATION seconds (default 20;
 # 0 runs until Ctrl-C). Extra arguments are launch arguments (name:=value).
+# RECORD=DIR records the drive (frames, instruction, cmd_vel) for mobile_vla_eval.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -20,4 +21,5 @@ python3 scripts/launch_xml.py "$SHARE/launch/mobile_vla.launch.xml" "$@" &
 export FASTRTPS_DEFAULT_PROFILES_FILE="$SHARE/config/fastdds_shm.xml"
 NODE_PID=$!
 trap 'kill -INT $NODE_PID 2>/dev/null; wait $NODE_PID' EXIT
-python3 scripts/demo.py --samples "$SHARE/models/samples" --duration "${DURATION:-20}"
+# RECORD=DIR also records the drive as a rosbag2 bag (MCAP) that mobile_vla_eval scores.
+python3 scripts/demo.py --samples "$SHARE/models/samples" --duration "${DURATION:-20}" ${RECORD:+--record "$RECORD"}

@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.mobile_vla_setup"
 # Bump when the list below changes, so an existing .venv is brought up to date.
-SETUP_VERSION=8
+SETUP_VERSION=9
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -52,7 +52,7 @@ fastrtps-cmake-module"
 # transformers runs its processors without torch.
 PY_TOOLS=(
   "numpy<3" "onnx>=1.16,<2" "onnxruntime>=1.24,<2" "pillow==13.0.0" "transformers==5.24.0" opencv-python-headless
-  pytest "rosbags>=0.10" mcap tokenizers simplejpeg cmake colcon-common-extensions colcon-cargo colcon-ros-cargo
+  pytest "rosbags>=0.10" mcap h5py tokenizers simplejpeg cmake colcon-common-extensions colcon-cargo colcon-ros-cargo
 )
 
 # --- system packages -----------------------------------------------------------------
@@ -67,6 +67,8 @@ ensure_apt() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 ensure_apt libclang-dev
+# mobile_vla_eval reads the model team's HDF5 episodes through libhdf5 (found by pkg-config).
+ensure_apt libhdf5-dev pkg-config
 # libjpeg-turbo (built from source by turbojpeg-sys) needs nasm for its x86 SIMD; NEON needs nothing.
 if [ "$(uname -m)" = x86_64 ]; then ensure_apt nasm; fi
 

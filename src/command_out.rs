@@ -4,6 +4,7 @@
 //! conversions between ROS twists, policy actions and the mux's velocities.
 //! It publishes what it is given; deciding what that is happens elsewhere.
 
+use anyhow::Context as _;
 use mobile_vla_core::config::OutputConfig;
 use mobile_vla_core::vocab::Velocity;
 use r2r::{geometry_msgs::msg as geo, std_msgs::msg as std_msg, QosProfile};
@@ -43,6 +44,25 @@ impl CommandPublisher {
             }
         }
         Ok(())
+    }
+}
+
+/// Shadow mode's `~/proposed_cmd_vel`: what the policy would have commanded,
+/// stamped with the frame it was computed from (so it lines up with `cmd_vel`
+/// and the camera in a plot or a bag).
+pub struct ProposalPublisher(r2r::Publisher<geo::TwistStamped>);
+
+impl ProposalPublisher {
+    pub fn new(node: &mut r2r::Node) -> anyhow::Result<Self> {
+        let qos = QosProfile::default().reliable().keep_last(10);
+        Ok(Self(node.create_publisher("~/proposed_cmd_vel", qos).context("advertising ~/proposed_cmd_vel")?))
+    }
+
+    pub fn publish(&self, stamp: &r2r::builtin_interfaces::msg::Time, frame_id: &str, v: Velocity) {
+        let header = std_msg::Header { stamp: stamp.clone(), frame_id: frame_id.to_string() };
+        if let Err(e) = self.0.publish(&geo::TwistStamped { header, twist: twist(v) }) {
+            tracing::warn!("publishing ~/proposed_cmd_vel failed: {e}");
+        }
     }
 }
 

@@ -12,10 +12,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use mobile_vla_core::config::params_file;
 use mobile_vla_core::config::ConfigError;
 use r2r::ParameterValue;
 use serde_json::{json, Value};
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::Yaml;
 
 /// The node's parameter overrides (from `--params-file` and `-p`), flattened.
 pub fn flat_params(node: &r2r::Node) -> BTreeMap<String, Value> {
@@ -53,26 +54,10 @@ fn params_files<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
     files
 }
 
-/// The node sections of a parameters file (`name: ros__parameters: ...`,
-/// namespaces above the name joined with `/`), each with its parameters;
-/// `None` when the file is not YAML rcl could read (rcl reports why).
+/// The node sections of the parameters file at `path`; `None` when it is not
+/// YAML rcl could read (rcl reports why).
 fn sections(path: &str) -> Option<Vec<(String, Yaml)>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let docs = YamlLoader::load_from_str(&text).ok()?;
-    fn walk(prefix: &str, y: &Yaml, out: &mut Vec<(String, Yaml)>) {
-        let Yaml::Hash(map) = y else { return };
-        for (k, v) in map {
-            let Some(k) = k.as_str() else { continue };
-            if k == "ros__parameters" {
-                out.push((prefix.to_string(), v.clone()));
-            } else {
-                walk(&if prefix.is_empty() { k.to_string() } else { format!("{prefix}/{k}") }, v, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    docs.iter().for_each(|d| walk("", d, &mut out));
-    Some(out)
+    params_file::sections(&std::fs::read_to_string(path).ok()?)
 }
 
 /// The first list under `params` that mixes integers and decimals, as its
@@ -142,7 +127,7 @@ pub fn unmatched_params_files<I: IntoIterator<Item = String>>(args: I, name: &st
         .into_iter()
         .filter_map(|path| {
             let found: Vec<String> = sections(&path)?.into_iter().map(|(s, _)| s).collect();
-            if found.iter().any(|s| matches!(s.as_str(), "/**" | "**") || s == name || s == fqn) {
+            if found.iter().any(|s| params_file::applies(s, name, fqn)) {
                 return None;
             }
             let shown = if found.is_empty() { "none".to_string() } else { format!("'{}'", found.join("', '")) };

@@ -35,9 +35,9 @@ def typestore(msg_text: str):
     return ts
 
 
-def write_bag(path: Path, messages: list, msg_text: str | None = None) -> Path:
+def write_bag(path: Path, messages: list, msg_text: str | None = None, storage=StoragePlugin.MCAP) -> Path:
     ts = typestore(msg_text or MSG_FILE.read_text())
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+    with Writer(path, version=9, storage_plugin=storage) as w:
         conn = w.add_connection(TOPIC, TYPE, typestore=ts)
         for i, m in enumerate(messages):
             stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
@@ -131,25 +131,52 @@ def test_truncated_bag_is_a_clear_error(tmp_path):
     assert "truncated" in r.stderr or "not an MCAP" in r.stderr, r.stderr
 
 
-def test_an_older_message_definition_is_refused(tmp_path):
-    # What an earlier mobile_vla_msgs might have recorded: no frames_dropped, no action.
-    old = "\n".join(l for l in MSG_FILE.read_text().splitlines()
-                    if "frames_dropped" not in l and "geometry_msgs/Twist action" not in l)
+def old_bag(path: Path, drop: list[str]) -> Path:
+    """A bag of what an earlier mobile_vla_msgs recorded: InferenceStats without the fields `drop`."""
+    old = "\n".join(line for line in MSG_FILE.read_text().splitlines() if not any(d in line for d in drop))
     ts = typestore(old)
     Time, Header = ts.types["builtin_interfaces/msg/Time"], ts.types["std_msgs/msg/Header"]
-    msg = ts.types[TYPE](
+    fields = dict(
         header=Header(stamp=Time(sec=1, nanosec=0), frame_id=""), frame_seq=1, command_seq=0, policy="hybrid",
         execution_provider="CPUExecutionProvider", fallback_active=False, outcome=0, frame_age_ms=0.0,
-        preprocess_ms=0.0, inference_ms=0.0, postprocess_ms=0.0, total_ms=0.0, stamp_to_publish_ms=0.0)
-    with Writer(tmp_path / "old", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        preprocess_ms=0.0, inference_ms=0.0, postprocess_ms=0.0, total_ms=3.0, stamp_to_publish_ms=0.0,
+        frames_dropped=0, action=ts.types["geometry_msgs/msg/Twist"](
+            linear=ts.types["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0),
+            angular=ts.types["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
+        shadow=False, shadow_samples=0, shadow_mae=np.zeros(3), shadow_sign_agreement=np.zeros(3))
+    msg = ts.types[TYPE](**{k: v for k, v in fields.items() if not any(d.endswith(" " + k) for d in drop)})
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
         conn = w.add_connection(TOPIC, TYPE, typestore=ts)
         w.write(conn, 1, ts.serialize_cdr(msg, TYPE))
-    r = report(tmp_path / "old", check=False)
+    return path
+
+
+def test_an_older_message_definition_is_refused(tmp_path):
+    # No frames_dropped, no action: the fields this reader decodes are not there.
+    bag = old_bag(tmp_path / "old", ["uint32 frames_dropped", "geometry_msgs/Twist action"])
+    r = report(bag, check=False)
     assert r.returncode == 1 and "definition differs" in r.stderr, r.stderr
 
 
-def test_sqlite3_bags_get_advice(tmp_path):
+def test_a_bag_from_before_the_shadow_fields_still_reads(tmp_path):
+    bag = old_bag(tmp_path / "before_shadow", ["bool shadow", "uint32 shadow_samples", "float64[3] shadow_mae",
+                                               "float64[3] shadow_sign_agreement"])
+    got = json.loads(report(bag, "--json").stdout)
+    assert got["messages"] == 1 and got["groups"][0]["timings"]["total_ms"]["p50"] == 3.0
+
+
+def test_sqlite3_bags_report_as_mcap_ones_do(tmp_path):
+    msgs = []
+    for i in range(50):
+        m = InferenceStats(policy="hybrid", execution_provider="CPUExecutionProvider", total_ms=float(i % 7),
+                           fallback_active=10 <= i < 20)
+        m.header.stamp.sec = 100 + i
+        msgs.append(m)
+    mcap = json.loads(report(write_bag(tmp_path / "m", msgs), "--json").stdout)
+    sqlite = json.loads(report(write_bag(tmp_path / "s", msgs, storage=StoragePlugin.SQLITE3), "--json").stdout)
+    assert sqlite == mcap and sqlite["messages"] == 50
+    # Not an sqlite3 database: one line, exit 1.
     (tmp_path / "db").mkdir()
     (tmp_path / "db" / "db_0.db3").write_bytes(b"SQLite format 3\0")
     r = report(tmp_path / "db", check=False)
-    assert r.returncode == 1 and "-s mcap" in r.stderr
+    assert r.returncode == 1 and "db_0.db3" in r.stderr and "panicked" not in r.stderr, r.stderr

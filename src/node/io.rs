@@ -21,7 +21,7 @@ use r2r::{
 };
 
 use crate::camera_frame::Frame;
-use crate::command_out::{from_twist, CommandPublisher};
+use crate::command_out::{from_twist, CommandPublisher, ProposalPublisher};
 use crate::ros_clock::NodeClock;
 
 /// What comes in.
@@ -41,6 +41,8 @@ pub struct Outputs {
     pub status: r2r::Publisher<vla::Status>,
     pub stats: r2r::Publisher<vla::InferenceStats>,
     pub diagnostics: r2r::Publisher<DiagnosticArray>,
+    /// Shadow mode's proposals.
+    pub proposals: ProposalPublisher,
 }
 
 impl Inputs {
@@ -141,6 +143,7 @@ impl Outputs {
         let diagnostics = node
             .create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default().reliable().keep_last(10))
             .context("advertising /diagnostics")?;
-        Ok(Outputs { commands, status, stats, diagnostics })
+        let proposals = ProposalPublisher::new(node)?;
+        Ok(Outputs { commands, status, stats, diagnostics, proposals })
     }
 }

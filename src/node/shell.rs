@@ -220,11 +220,15 @@ impl Shell {
             return;
         };
         let drove = orders.drove;
+        if let Some(v) = orders.proposed {
+            self.out.proposals.publish(&r.stamp, &r.frame_id, v);
+        }
         self.apply(orders);
         let context = stats::Context {
             drove: drove.then(|| (self.telemetry.command_seq, (self.clock.now_s() - result.stamp_s) * 1e3)),
             fallback_active: self.pipeline.controller().watchdog().active() == Some(Role::Fallback),
             dropped: std::mem::take(&mut self.telemetry.dropped_pending) + r.dropped,
+            shadow: self.pipeline.controller().shadow(),
         };
         let msg = stats::message(&r, &result, context);
         if let Err(e) = self.out.stats.publish(&msg) {

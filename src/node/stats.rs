@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use mobile_vla_core::control::{RunOutcome, RunResult};
+use mobile_vla_core::shadow::Agreement;
 use r2r::{mobile_vla_msgs::msg as vla, std_msgs::msg as std_msg};
 
 use crate::command_out::twist;
@@ -25,6 +26,8 @@ pub struct Context {
     pub fallback_active: bool,
     /// Frames dropped since the last run reported.
     pub dropped: u64,
+    /// In shadow mode, how the proposals agree with what drives.
+    pub shadow: Option<Agreement>,
 }
 
 pub fn message(r: &RunReport, result: &RunResult, c: Context) -> vla::InferenceStats {
@@ -36,6 +39,7 @@ pub fn message(r: &RunReport, result: &RunResult, c: Context) -> vla::InferenceS
         RunOutcome::Error(_) => vla::InferenceStats::OUTCOME_ERROR as u8,
     };
     let (command_seq, stamp_to_publish_ms) = c.drove.unwrap_or((0, 0.0));
+    let agreement = c.shadow.unwrap_or_default();
     vla::InferenceStats {
         header: std_msg::Header { stamp: r.stamp.clone(), frame_id: r.frame_id.clone() },
         frame_seq: r.frame_seq,
@@ -52,5 +56,9 @@ pub fn message(r: &RunReport, result: &RunResult, c: Context) -> vla::InferenceS
         stamp_to_publish_ms,
         frames_dropped: c.dropped.min(u32::MAX as u64) as u32,
         action: r.run.result.as_ref().map(|a| twist(a.velocity())).unwrap_or_default(),
+        shadow: c.shadow.is_some(),
+        shadow_samples: agreement.samples as u32,
+        shadow_mae: agreement.mae.to_vec(),
+        shadow_sign_agreement: agreement.sign_agreement.to_vec(),
     }
 }

@@ -56,6 +56,7 @@ fn controller(t0: Instant) -> Controller {
         },
         freshness: Freshness { max_age_s: 0.5, max_future_s: 0.05 },
         max_instruction_bytes: 1024,
+        shadow: false,
     };
     let (mut c, _) = Controller::new(cfg, t0);
     c.loaded(Role::Primary, Ok(()), t0);

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod params;
 pub mod pipeline;
 pub mod run_tracker;
+pub mod shadow;
 pub mod throttle;
 pub mod vocab;
 pub mod watchdog;

@@ -45,6 +45,8 @@ pub struct Orders<F> {
     pub list: Vec<Order<F>>,
     /// The run result just handled went out on `cmd_vel`.
     pub drove: bool,
+    /// In shadow mode, what the run result just handled would have commanded.
+    pub proposed: Option<Velocity>,
 }
 
 impl<F> Orders<F> {
@@ -141,7 +143,7 @@ impl<F: Clone> Pipeline<F> {
             }
         }
         self.newest = Some((seq, frame));
-        Orders { list, drove: false }
+        Orders { list, drove: false, proposed: None }
     }
 
     pub fn instruction(&mut self, text: &str, now: Instant) -> Orders<F> {
@@ -260,7 +262,7 @@ impl<F: Clone> Pipeline<F> {
         if fx.diagnostics {
             list.push(Order::Diagnostics);
         }
-        Orders { list, drove: fx.drove }
+        Orders { list, drove: fx.drove, proposed: fx.proposal }
     }
 }
 

@@ -8,18 +8,25 @@
 //! ROS and no threads: for the evaluation tool and for tests. The node's
 //! threads make runs overlap frames; here a run always ends before the next
 //! frame arrives.
+//!
+//! Two clocks: [`Inline::new`] keeps the node's (its instants are the steady
+//! clock's, the caller's ROS time must keep pace with it), [`Inline::replay`]
+//! follows the caller's ROS time alone: its instants are that time's, and a
+//! run takes no time in it (its result comes back at the instant its frame
+//! arrived, measured latencies are reported in [`Ran`], never judged). A
+//! replay gives the same commands on any machine, however fast its models.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mobile_vla_core::config::Config;
 use mobile_vla_core::control::{ControlConfig, RunResult};
 use mobile_vla_core::pipeline::{Epoch, Order, Orders, Pipeline};
-use mobile_vla_core::vocab::{ByRole, Role, Velocity};
+use mobile_vla_core::vocab::{ByRole, Role, Skip, Velocity};
 use mobile_vla_vision::{Image, RawFrame};
 
-use crate::runner::{self, Handled, PolicySpec, Run, RunWatch, Runner};
+use crate::runner::{self, Handled, Loaded, PolicySpec, Run, RunWatch, Runner};
 
 /// A frame owned by the caller: its stamp (seconds of ROS time; `None`: unstamped) and its bytes.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,10 +53,11 @@ impl OwnedFrame {
     }
 }
 
-/// One policy's runner, once started.
+/// One policy's runner, once started, and what its loading reported.
 struct Slot {
     epoch: Epoch,
     runner: Option<Runner>,
+    loaded: Option<Loaded>,
     watch: RunWatch,
 }
 
@@ -59,6 +67,26 @@ pub struct Inline {
     slots: ByRole<Option<Slot>>,
     /// The node's clock for the event being handled (seconds of ROS time).
     ros_now_s: f64,
+    clock: Clock,
+}
+
+/// Where the pipeline's instants come from.
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    /// The steady clock, as on the robot.
+    Steady,
+    /// ROS time, from `ros_start_s` at `start`: runs take no time.
+    Replay { start: Instant, ros_start_s: f64 },
+}
+
+impl Clock {
+    fn at(self, ros_now_s: f64) -> Instant {
+        match self {
+            Clock::Steady => Instant::now(),
+            // Never before the start: ROS time that steps back is the clock-jump check's to judge.
+            Clock::Replay { start, ros_start_s } => start + Duration::from_secs_f64((ros_now_s - ros_start_s).max(0.0)),
+        }
+    }
 }
 
 /// What a run of a policy on a frame gave, as the pipeline saw it.
@@ -71,24 +99,44 @@ pub struct Ran {
     pub drove: bool,
 }
 
-/// What an event led to: the commands published (in order) and the runs made.
+/// What an event led to: the commands published (in order), the runs made and the frames a policy did not run on.
 #[derive(Debug, Default)]
 pub struct Step {
     pub commands: Vec<Velocity>,
     pub runs: Vec<Ran>,
+    pub skips: Vec<(Role, Skip)>,
 }
 
 impl Inline {
     /// The pipeline for `config` with each policy's `specs`, started (each policy loaded) at ROS time `ros_now_s`.
     pub fn new(config: &Config, specs: ByRole<PolicySpec>, ros_now_s: f64) -> (Self, Step) {
-        let (pipeline, start) = Pipeline::new(ControlConfig::from_config(config), Instant::now());
-        let mut me = Inline { pipeline, specs, slots: ByRole::default(), ros_now_s };
+        Self::start_with(config, specs, ros_now_s, Clock::Steady)
+    }
+
+    /// As [`Inline::new`], on the replay clock: ROS time alone, runs take none of it.
+    pub fn replay(config: &Config, specs: ByRole<PolicySpec>, ros_now_s: f64) -> (Self, Step) {
+        Self::start_with(config, specs, ros_now_s, Clock::Replay { start: Instant::now(), ros_start_s: ros_now_s })
+    }
+
+    fn start_with(config: &Config, specs: ByRole<PolicySpec>, ros_now_s: f64, clock: Clock) -> (Self, Step) {
+        let (pipeline, start) = Pipeline::new(ControlConfig::from_config(config), clock.at(ros_now_s));
+        let mut me = Inline { pipeline, specs, slots: ByRole::default(), ros_now_s, clock };
         let step = me.carry_out(start);
         (me, step)
     }
 
+    /// The pipeline's instant for the event being handled.
+    fn now(&self) -> Instant {
+        self.clock.at(self.ros_now_s)
+    }
+
     pub fn pipeline(&self) -> &Pipeline<Rc<OwnedFrame>> {
         &self.pipeline
+    }
+
+    /// What `role`'s policy reported when it loaded (`None`: not loaded).
+    pub fn loaded(&self, role: Role) -> Option<&Loaded> {
+        self.slots[role].as_ref().and_then(|s| s.loaded.as_ref())
     }
 
     /// Why `role`'s policy did not load, if it did not.
@@ -99,21 +147,21 @@ impl Inline {
 
     pub fn instruction(&mut self, text: &str, ros_now_s: f64) -> Step {
         self.ros_now_s = ros_now_s;
-        let orders = self.pipeline.instruction(text, Instant::now());
+        let orders = self.pipeline.instruction(text, self.now());
         self.carry_out(orders)
     }
 
     /// A camera frame arriving at ROS time `ros_now_s`; the policies that want it run on it now.
     pub fn frame(&mut self, frame: OwnedFrame, ros_now_s: f64) -> Step {
         self.ros_now_s = ros_now_s;
-        let orders = self.pipeline.frame(Rc::new(frame), Instant::now());
+        let orders = self.pipeline.frame(Rc::new(frame), self.now());
         self.carry_out(orders)
     }
 
     /// The output tick at ROS time `ros_now_s`.
     pub fn tick(&mut self, ros_now_s: f64) -> Step {
         self.ros_now_s = ros_now_s;
-        let orders = self.pipeline.tick(Instant::now(), ros_now_s);
+        let orders = self.pipeline.tick(self.now(), ros_now_s);
         self.carry_out(orders)
     }
 
@@ -150,38 +198,47 @@ impl Inline {
     ) -> Option<Orders<Rc<OwnedFrame>>> {
         let watch = RunWatch::default();
         let loaded = Runner::load(&self.specs[role], self.pipeline.controller().freshness(), &watch);
-        let (runner, result) = match loaded {
-            Ok((mut r, _)) => {
+        let (runner, loaded, result) = match loaded {
+            Ok((mut r, loaded)) => {
                 r.set_task(task);
-                (Some(r), Ok(()))
+                (Some(r), Some(loaded), Ok(()))
             }
-            Err(e) => (None, Err(e.to_string())),
+            Err(e) => (None, None, Err(e.to_string())),
         };
-        self.slots[role] = Some(Slot { epoch, runner, watch });
-        self.pipeline.loaded(role, epoch, result, Instant::now())
+        self.slots[role] = Some(Slot { epoch, runner, loaded, watch });
+        self.pipeline.loaded(role, epoch, result, self.now())
     }
 
     fn run(&mut self, role: Role, seq: u64, frame: &OwnedFrame, step: &mut Step) -> Option<Orders<Rc<OwnedFrame>>> {
         let slot = self.slots[role].as_mut()?;
         let epoch = slot.epoch;
         let Some(runner) = slot.runner.as_mut() else {
-            return self.pipeline.skipped(role, epoch, &mobile_vla_core::vocab::Skip::NotLoaded, Instant::now());
+            step.skips.push((role, Skip::NotLoaded));
+            return self.pipeline.skipped(role, epoch, &Skip::NotLoaded, self.now());
         };
         let input = runner::Frame { seq, stamp_s: frame.stamp_s, image: frame.image() };
         match runner.handle(&input, self.ros_now_s, &slot.watch) {
             Handled::Repeated => None,
-            Handled::Skipped(skip) => self.pipeline.skipped(role, epoch, &skip, Instant::now()),
+            Handled::Skipped(skip) => {
+                let orders = self.pipeline.skipped(role, epoch, &skip, self.now());
+                step.skips.push((role, skip));
+                orders
+            }
             Handled::Ran(run) => {
                 let t = &run.timings;
+                let (started, latency) = match self.clock {
+                    Clock::Steady => (run.started, t.preprocess + t.inference + t.postprocess),
+                    Clock::Replay { .. } => (self.now(), Duration::ZERO),
+                };
                 let result = RunResult {
                     role,
                     generation: run.generation,
-                    started: run.started,
+                    started,
                     stamp_s: frame.stamp_s.unwrap_or(0.0),
-                    latency: t.preprocess + t.inference + t.postprocess,
+                    latency,
                     outcome: run.outcome(),
                 };
-                let orders = self.pipeline.ran(epoch, &result, self.ros_now_s, Instant::now());
+                let orders = self.pipeline.ran(epoch, &result, self.ros_now_s, self.now());
                 let drove = orders.as_ref().is_some_and(|o| o.drove);
                 step.runs.push(Ran { role, seq, run: *run, drove });
                 orders

@@ -158,3 +158,41 @@ fn the_team_fixtures_command_what_pytorch_computed_for_the_same_windows() {
         }
     }
 }
+
+/// On the replay clock only the recording's time counts: frames 0.1 s apart
+/// fed as fast as they run, the pipeline sees no clock jump and no stale frame,
+/// and commands what PyTorch computed; a slow frame (here: a pause of the
+/// real clock) changes nothing.
+#[test]
+fn a_replay_follows_the_recordings_time_alone() {
+    let dir = models().join("team_tiny").join("features");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let mut c = config();
+    c.watchdog.fallback_enabled = false;
+    let mut s = specs(&c);
+    s[Role::Primary].manifest = dir.join("features.json");
+    let t = 5_000.0;
+    let (mut p, _) = Inline::replay(&c, s, t);
+    let run = &reference["runs"][0];
+    p.instruction(run["instruction"].as_str().unwrap(), t);
+    let frames = reference["frames"].as_array().unwrap();
+    for (k, (f, want)) in frames.iter().zip(run["actions"].as_array().unwrap()).enumerate() {
+        let data = std::fs::read(dir.join(f.as_str().unwrap())).unwrap();
+        let stamp = t + 0.1 * (k + 1) as f64;
+        if k == 9 {
+            // Longer than camera.max_age_s of real time: on the steady clock this frame would be judged against it.
+            std::thread::sleep(std::time::Duration::from_millis(600));
+        }
+        let frame = OwnedFrame { stamp_s: Some(stamp), kind: FrameKind::Compressed { format: "jpeg".into() }, data };
+        let step = p.frame(frame, stamp);
+        match want.as_array() {
+            None => assert!(step.commands.iter().all(|v| *v == Velocity::ZERO) && !step.skips.is_empty(), "{k}"),
+            Some(want) => {
+                let got = step.commands.last().copied().unwrap_or_else(|| panic!("{k}: no command {step:?}"));
+                assert!((got.x - want[0].as_f64().unwrap()).abs() <= 1e-4, "{k}: {got:?} vs {want:?}");
+                assert!((got.y - want[1].as_f64().unwrap()).abs() <= 1e-4, "{k}: {got:?} vs {want:?}");
+            }
+        }
+    }
+}

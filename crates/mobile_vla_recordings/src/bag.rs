@@ -1,8 +1,10 @@
 //! Messages out of a rosbag2 recording, whatever their type.
 //!
-//! Owns finding the storage files (a rosbag2 directory or one `.mcap` file;
-//! an sqlite3 bag is named as such) and walking every message of them in log
-//! order with its topic, schema and raw payload ([`Message`]). A truncated or
+//! Owns finding the storage files (a rosbag2 directory, one `.mcap` file or
+//! one `.db3` file) and walking every message of them in log order with its
+//! topic, schema and raw payload ([`Message`]), from either storage: MCAP,
+//! and sqlite3 (the Humble default; its schema is the message type alone
+//! where the bag predates stored definitions). A truncated or
 //! malformed file is an error, never a crash. It keeps nothing between
 //! calls: a malformed record fails that read alone. Decoding a payload is the
 //! caller's (`cdr`, `stats`).
@@ -52,7 +54,8 @@ pub fn fields_of(definition: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn mcap_files(path: &Path) -> Result<Vec<PathBuf>, Error> {
+/// The storage files of the recording at `path`, in order.
+fn storage_files(path: &Path) -> Result<Vec<PathBuf>, Error> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -62,19 +65,11 @@ fn mcap_files(path: &Path) -> Result<Vec<PathBuf>, Error> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| f.extension().is_some_and(|e| e == "mcap" || e == "db3"))
         .collect();
     files.sort();
-    if files.iter().any(|f| f.extension().is_some_and(|e| e == "db3"))
-        && !files.iter().any(|f| f.extension().is_some_and(|e| e == "mcap"))
-    {
-        return Err(Error::Input(format!(
-            "{}: sqlite3 storage is not supported; record with `ros2 bag record -s mcap` or convert with `ros2 bag convert`",
-            path.display()
-        )));
-    }
-    files.retain(|f| f.extension().is_some_and(|e| e == "mcap"));
     if files.is_empty() {
-        return Err(Error::Input(format!("{}: no .mcap file in this rosbag2 directory", path.display())));
+        return Err(Error::Input(format!("{}: no .mcap or .db3 file in this rosbag2 directory", path.display())));
     }
     Ok(files)
 }
@@ -83,9 +78,14 @@ fn mcap_files(path: &Path) -> Result<Vec<PathBuf>, Error> {
 /// returns every topic seen.
 pub fn read(path: &Path, mut visit: impl FnMut(&Message<'_>) -> Result<(), Error>) -> Result<BTreeSet<String>, Error> {
     let mut topics = BTreeSet::new();
-    for file in mcap_files(path)? {
-        let bytes = std::fs::read(&file).map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
-        read_mcap(&bytes, &file.display().to_string(), &mut topics, &mut visit)?;
+    for file in storage_files(path)? {
+        let name = file.display().to_string();
+        if file.extension().is_some_and(|e| e == "db3") {
+            read_sqlite(&file, &name, &mut topics, &mut visit)?;
+            continue;
+        }
+        let bytes = std::fs::read(&file).map_err(|e| Error::Input(format!("{name}: {e}")))?;
+        read_mcap(&bytes, &name, &mut topics, &mut visit)?;
     }
     Ok(topics)
 }
@@ -126,6 +126,66 @@ fn read_mcap(
             encoding: &msg.channel.message_encoding,
             log_time_ns: msg.log_time,
             data: &msg.data,
+            index: i,
+            file: name,
+        })?;
+    }
+    Ok(())
+}
+
+fn read_sqlite(
+    file: &Path,
+    name: &str,
+    topics: &mut BTreeSet<String>,
+    visit: &mut impl FnMut(&Message<'_>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let bad = |e: rusqlite::Error| Error::Input(format!("{name}: not a readable rosbag2 sqlite3 file: {e}"));
+    let db = rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(bad)?;
+    // Since Iron, rosbag2 stores each type's definition; Humble's bags have the type's name alone.
+    let mut definitions = std::collections::HashMap::new();
+    let has_definitions = db
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='message_definitions'", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(bad)?
+        > 0;
+    if has_definitions {
+        let mut q = db
+            .prepare("SELECT topic_type, encoding, encoded_message_definition FROM message_definitions")
+            .map_err(bad)?;
+        let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get::<_, String>(1)?, r.get::<_, String>(2)?))));
+        for row in rows.map_err(bad)? {
+            let (ty, def) = row.map_err(bad)?;
+            definitions.insert(ty, def);
+        }
+    }
+    let mut q = db
+        .prepare(
+            "SELECT t.name, t.type, t.serialization_format, m.timestamp, m.data \
+             FROM messages m JOIN topics t ON m.topic_id = t.id ORDER BY m.timestamp, m.id",
+        )
+        .map_err(bad)?;
+    let mut rows = q.query([]).map_err(bad)?;
+    let empty = (String::new(), String::new());
+    for i in 0.. {
+        let row = rows
+            .next()
+            .map_err(|e| Error::Input(format!("{name}: unreadable after {i} messages (truncated?): {e}")))?;
+        let Some(row) = row else { break };
+        let get = |e: rusqlite::Error| Error::Input(format!("{name}: message {i}: {e}"));
+        let topic: String = row.get(0).map_err(get)?;
+        let ty: String = row.get(1).map_err(get)?;
+        let encoding: String = row.get(2).map_err(get)?;
+        let time: i64 = row.get(3).map_err(get)?;
+        let data: Vec<u8> = row.get(4).map_err(get)?;
+        let (schema_encoding, definition) = definitions.get(&ty).unwrap_or(&empty);
+        topics.insert(topic.clone());
+        visit(&Message {
+            topic: &topic,
+            schema: Some(Schema { name: &ty, encoding: schema_encoding, data: definition.as_bytes() }),
+            encoding: &encoding,
+            log_time_ns: time.max(0) as u64,
+            data: &data,
             index: i,
             file: name,
         })?;

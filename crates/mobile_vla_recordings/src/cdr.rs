@@ -71,6 +71,18 @@ impl<'a> Reader<'a> {
     pub fn f64(&mut self) -> Result<f64, Error> {
         Ok(f64::from_le_bytes(self.array()?))
     }
+    /// A `sequence<uint8>` (`uint8[]`).
+    pub fn bytes(&mut self) -> Result<&'a [u8], Error> {
+        let n = self.u32()? as usize;
+        if n > self.buf.len() {
+            return Err(Error::Decode(format!("sequence length {n} exceeds the payload")));
+        }
+        self.take(n, 1)
+    }
+    /// A `std_msgs/Header`: its stamp (seconds) and frame id.
+    pub fn header(&mut self) -> Result<(f64, String), Error> {
+        Ok((self.time()?, self.string()?))
+    }
     pub fn string(&mut self) -> Result<String, Error> {
         let n = self.u32()? as usize;
         if n > self.buf.len() {

@@ -26,7 +26,8 @@ pub struct Dist {
 }
 
 impl Dist {
-    fn of(values: impl Iterator<Item = f64>) -> Dist {
+    /// The distribution of the finite `values`.
+    pub fn of(values: impl Iterator<Item = f64>) -> Dist {
         let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
         v.sort_by(f64::total_cmp);
         Dist {

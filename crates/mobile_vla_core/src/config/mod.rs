@@ -17,6 +17,7 @@ use serde_json::Value;
 
 mod checks;
 mod files;
+pub mod params_file;
 pub mod schema;
 
 pub use checks::{check_action_range, ActionClip};
@@ -197,6 +198,8 @@ pub struct PolicyConfig {
     pub pure: ModelConfig,
     /// A policy command older than this no longer drives the robot.
     pub command_timeout_s: f64,
+    /// The policies run but never drive: their commands are proposals (shadow mode).
+    pub shadow: bool,
 }
 
 impl PolicyConfig {
@@ -216,6 +219,7 @@ impl Default for PolicyConfig {
             hybrid: ModelConfig::with_manifest("models/hybrid.json"),
             pure: ModelConfig::with_manifest("models/pure.json"),
             command_timeout_s: 0.5,
+            shadow: false,
         }
     }
 }

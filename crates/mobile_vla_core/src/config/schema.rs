@@ -188,6 +188,7 @@ pub const PARAMS: &[Param] = &[
     ),
     p("policy.onnxruntime_library", "libonnxruntime.so to load (empty: $ORT_DYLIB_PATH)", AT_START, Rule::Any),
     p("policy.command_timeout_s", "a policy action older than this stops driving (s)", RUNTIME, Rule::Seconds),
+    p("policy.shadow", "the policies run but never drive; their commands go to ~/proposed_cmd_vel", RUNTIME, Rule::Any),
     p("policy.*.manifest", "model manifest (relative: to the package share directory)", AT_START, Rule::Any),
     p(
         "policy.*.providers",

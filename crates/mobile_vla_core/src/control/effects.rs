@@ -18,6 +18,8 @@ pub struct Effects {
     pub diagnostics: bool,
     /// The run result just handled went out on `cmd_vel`.
     pub drove: bool,
+    /// In shadow mode, the command the run result just handled would have driven.
+    pub proposal: Option<Velocity>,
 }
 
 impl Effects {
@@ -34,6 +36,7 @@ impl Effects {
         self.hand_newest_to = later.hand_newest_to.or(self.hand_newest_to);
         self.diagnostics |= later.diagnostics;
         self.drove |= later.drove;
+        self.proposal = later.proposal.or(self.proposal);
         self
     }
 }

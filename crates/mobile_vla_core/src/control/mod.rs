@@ -30,6 +30,10 @@
 //!   old timeline: the chunk, the policy's command, runs in flight, and the
 //!   workers' recurrent state (a new generation of the same task); only a
 //!   result computed afterwards drives;
+//! - in shadow mode a result that would drive is a proposal instead: it never
+//!   reaches the mux, and is scored against what is on `cmd_vel` (see
+//!   [`Shadow`]); entering shadow mode forgets the policy's command, leaving
+//!   it moves the barrier, so only a run started afterwards drives;
 //! - what is published is only ever the output stage's shaping of the mux's
 //!   decision: with no fresh, valid source, zero.
 
@@ -40,6 +44,7 @@ use tracing::{error, info, warn};
 use crate::chunk::{Chunk, Playback};
 use crate::clock_jump::ClockWatch;
 use crate::command_mux::{CommandMux, Decision, LockId, Refused, SourceId};
+use crate::shadow::{Agreement, Shadow};
 use crate::throttle::Throttle;
 use crate::vocab::{ByRole, Generation, Role, SharedFreshness, Skip, Task, Velocity};
 use crate::watchdog::{Outcome, Switch, Watchdog};
@@ -111,6 +116,10 @@ pub struct Controller {
     throttle: Throttle<Warn>,
     /// ROS time as last read, to tell a jump of it.
     clock: ClockWatch,
+    /// Shadow mode: the policies' results are proposals, scored here, never driven.
+    shadow: Option<Shadow>,
+    /// What went out on `cmd_vel` last.
+    published: Velocity,
 }
 
 impl Controller {
@@ -126,7 +135,10 @@ impl Controller {
             hold: None,
             throttle: Throttle::new(Duration::from_secs(2)),
             clock: ClockWatch::default(),
+            shadow: None,
+            published: Velocity::ZERO,
         };
+        c.set_shadow(cfg.shadow, now);
         let mut fx = Effects::default();
         c.start(Role::Primary, &mut fx);
         match c.fallback {
@@ -147,10 +159,34 @@ impl Controller {
     /// locks, each policy's health) stays, so a change never starts motion;
     /// the fallback mode and the set of sources are read-only.
     pub fn reconfigure(&mut self, cfg: ControlConfig, now: Instant) {
+        self.set_shadow(cfg.shadow, now);
         self.out.reconfigure(&cfg.mux_sources(), &cfg.locks, cfg.limits, now);
         self.watchdog.set_config(cfg.watchdog);
         self.freshness.set(cfg.freshness);
         self.task.max_bytes = cfg.max_instruction_bytes;
+    }
+
+    /// Enters or leaves shadow mode. Entering forgets the policy's command (the
+    /// next publish is what the other sources say, or zero); leaving moves the
+    /// barrier: a run started in shadow mode never drives.
+    fn set_shadow(&mut self, on: bool, now: Instant) {
+        if on == self.shadow.is_some() {
+            return;
+        }
+        if on {
+            info!("shadow mode: the policies run but never drive; what they would command goes to ~/proposed_cmd_vel");
+            self.out.forget_policy();
+            self.shadow = Some(Shadow::default());
+        } else {
+            info!("shadow mode off: the policy drives again, from its next run");
+            self.task.set_barrier(now);
+            self.shadow = None;
+        }
+    }
+
+    /// In shadow mode, how the proposals agree with what drives; `None` otherwise.
+    pub fn shadow(&self) -> Option<Agreement> {
+        self.shadow.as_ref().map(Shadow::agreement)
     }
 
     /// Why `cfg` may not apply now, if it may not: a live change never
@@ -297,6 +333,9 @@ impl Controller {
         let verdict = outcome.map(|o| self.watchdog.verdict(r.role, o, now));
         let current = self.task.is_current(r.generation, r.started);
         match (&verdict, &r.outcome) {
+            (Some(v), RunOutcome::Action { command, .. }) if v.drive && current && self.shadow.is_some() => {
+                self.propose(r, *command, ros_now_s, &mut fx)
+            }
             (Some(v), RunOutcome::Action { command, chunk, .. }) if v.drive && current => {
                 self.drive(r, *command, chunk, ros_now_s, now, &mut fx)
             }
@@ -337,6 +376,16 @@ impl Controller {
                 self.out.forget_policy();
                 self.hold = Some(Hold::Skipped(skip));
             }
+        }
+    }
+
+    /// In shadow mode, a result that would have driven: a proposal, if its frame is still fresh.
+    fn propose(&mut self, r: &RunResult, command: Velocity, ros_now_s: f64, fx: &mut Effects) {
+        if self.freshness.get().check(Some(r.stamp_s), ros_now_s).is_ok() {
+            if let Some(s) = self.shadow.as_mut() {
+                s.record(command, self.published);
+            }
+            fx.proposal = Some(command);
         }
     }
 
@@ -504,6 +553,7 @@ impl Controller {
         if let Some(p) = self.out.publish(now) {
             fx.diagnostics |= p.changed;
             fx.publish = Some(p.command);
+            self.published = p.command;
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct ControlConfig {
     pub limits: Limits,
     pub freshness: Freshness,
     pub max_instruction_bytes: usize,
+    /// The policies' commands are proposals, never driven (shadow mode).
+    pub shadow: bool,
 }
 
 impl ControlConfig {
@@ -82,6 +84,7 @@ impl ControlConfig {
             },
             freshness: Freshness { max_age_s: c.camera.max_age_s, max_future_s: c.camera.max_future_s },
             max_instruction_bytes: c.instruction.max_bytes,
+            shadow: c.policy.shadow,
         }
     }
 

@@ -34,6 +34,7 @@ fn cfg(fallback: FallbackMode) -> ControlConfig {
         },
         freshness: Freshness { max_age_s: 0.5, max_future_s: 0.05 },
         max_instruction_bytes: 64,
+        shadow: false,
     }
 }
 
@@ -81,8 +82,60 @@ fn chunked(c: &Controller, started: Instant, xs: &[f64]) -> RunResult {
     r
 }
 
+/// The primary's result of `x` for a frame taken at `started`, handled at `at`.
+fn run_at(c: &mut Controller, t0: Instant, started: Instant, x: f64, at: Instant) -> Effects {
+    let r = result(c, Role::Primary, started, x);
+    run(c, t0, &r, at)
+}
+
 fn tick_at(c: &mut Controller, t0: Instant, t: Instant) -> Velocity {
     c.tick(t, ros(t0, t)).publish.expect("a tick publishes")
+}
+
+#[test]
+fn in_shadow_mode_a_result_is_a_proposal_scored_against_what_drives_and_never_drives() {
+    let t0 = Instant::now();
+    let mut c = ready(t0);
+    let mut shadow = cfg(FallbackMode::Eager);
+    shadow.shadow = true;
+    // The policy drives; entering shadow mode forgets its command at once.
+    run_at(&mut c, t0, t0, 0.4, t0 + 5 * MS);
+    assert_eq!(c.decision().command, v(0.4));
+    c.reconfigure(shadow.clone(), t0 + 10 * MS);
+    assert_eq!(tick_at(&mut c, t0, t0 + 11 * MS), Velocity::ZERO);
+    // Its fresh results are proposals, paired with what is on cmd_vel: zero, then the joystick's 0.2.
+    let fx = run_at(&mut c, t0, t0 + 20 * MS, 0.3, t0 + 25 * MS);
+    assert!(!fx.drove && fx.proposal == Some(v(0.3)) && fx.publish.is_none_or(|p| p == Velocity::ZERO), "{fx:?}");
+    c.teleop(JOY, v(0.2), t0 + 30 * MS);
+    let fx = run_at(&mut c, t0, t0 + 40 * MS, 0.5, t0 + 45 * MS);
+    assert_eq!((fx.drove, fx.proposal), (false, Some(v(0.5))));
+    assert_eq!(tick_at(&mut c, t0, t0 + 50 * MS), v(0.2), "the joystick drives, not the proposal");
+    let a = c.shadow().expect("in shadow mode");
+    assert_eq!(a.samples, 2);
+    assert!((a.mae[0] - (0.3 + 0.3) / 2.0).abs() < 1e-12, "{a:?}");
+    assert_eq!(a.sign_agreement[0], 0.5, "0.3 vs a still robot disagrees; 0.5 vs 0.2 agrees");
+    // A stale result is no proposal.
+    let stale = RunResult { stamp_s: ros(t0, t0) - 1.0, ..result(&c, Role::Primary, t0 + 60 * MS, 0.9) };
+    assert_eq!(c.ran(&stale, ros(t0, t0 + 65 * MS), t0 + 65 * MS).proposal, None);
+    assert_eq!(c.shadow().unwrap().samples, 2);
+}
+
+#[test]
+fn leaving_shadow_mode_drives_only_from_a_run_started_afterwards() {
+    let t0 = Instant::now();
+    let mut c = ready(t0);
+    let mut shadow = cfg(FallbackMode::Eager);
+    shadow.shadow = true;
+    c.reconfigure(shadow, t0);
+    let in_shadow = result(&c, Role::Primary, t0 + 10 * MS, 0.3);
+    c.reconfigure(cfg(FallbackMode::Eager), t0 + 20 * MS);
+    assert_eq!(c.shadow(), None);
+    // Started in shadow mode, ended after it: no command, no proposal.
+    let fx = run(&mut c, t0, &in_shadow, t0 + 30 * MS);
+    assert!(!fx.drove && fx.proposal.is_none(), "{fx:?}");
+    assert_eq!(tick_at(&mut c, t0, t0 + 31 * MS), Velocity::ZERO);
+    let fx = run_at(&mut c, t0, t0 + 40 * MS, 0.3, t0 + 45 * MS);
+    assert!(fx.drove && fx.publish == Some(v(0.3)), "{fx:?}");
 }
 
 #[test]
