@@ -27,13 +27,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let total = mobile_vla_eval::sources::resolve(&args.episodes).map_or(0, |s| s.len() * args.policies.len());
+    let sources = match mobile_vla_eval::sources::resolve(&args.episodes) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mobile_vla_eval: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Drawn on stderr, and hidden when it is not a terminal (CI logs, pipes).
-    let bar = ProgressBar::new(total as u64).with_style(
+    let bar = ProgressBar::new((sources.len() * args.policies.len()) as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} episode runs {msg} [{elapsed}, eta {eta}]")
             .expect("a valid template"),
     );
-    let report = mobile_vla_eval::run(&args, |episode| {
+    let report = mobile_vla_eval::run(&args, &sources, |episode| {
         bar.set_message(episode.to_string());
         bar.inc(1);
     });
@@ -45,11 +51,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    println!("{report}");
     if let Err(e) = write_outputs(&args, &report) {
         eprintln!("mobile_vla_eval: {e}");
         return ExitCode::from(1);
     }
-    println!("{report}");
     if report.passed {
         ExitCode::SUCCESS
     } else {
@@ -64,6 +70,7 @@ fn write_outputs(args: &mobile_vla_eval::Args, report: &mobile_vla_eval::report:
     if let Some(dir) = &args.plot {
         let err = |e: std::io::Error| format!("--plot {}: {e}", dir.display());
         std::fs::create_dir_all(dir).map_err(err)?;
+        // A name may hold folders (two episodes of one file name): the figure is flattened into `dir`.
         let names: Vec<&str> = report
             .policies
             .iter()
@@ -73,7 +80,7 @@ fn write_outputs(args: &mobile_vla_eval::Args, report: &mobile_vla_eval::report:
             .collect();
         for name in names {
             if let Some(svg) = mobile_vla_eval::plot::episode(report, name) {
-                std::fs::write(dir.join(format!("{name}.svg")), svg).map_err(err)?;
+                std::fs::write(dir.join(format!("{}.svg", name.replace('/', "_"))), svg).map_err(err)?;
             }
         }
         std::fs::write(dir.join("summary.svg"), mobile_vla_eval::plot::summary(report)).map_err(err)?;

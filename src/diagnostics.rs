@@ -187,28 +187,32 @@ pub fn diagnostics(
         (Some(src), _) => (DiagnosticStatus::OK as u8, format!("'{src}' in control")),
         (None, None) => (DiagnosticStatus::OK as u8, "no fresh command: zero velocity".to_string()),
     };
+    let shadow = ctl.shadow();
+    let mut values = vec![
+        kv("active_source", source.unwrap_or("none")),
+        kv("active_lock", lock.unwrap_or("none")),
+        kv("autonomy", if ctl.autonomy_enabled() { "enabled" } else { "paused" }),
+        kv("shadow", shadow.is_some()),
+    ];
+    let message = match shadow {
+        None => message,
+        // The operator's question in shadow mode: would the policy have done what the driver did?
+        Some(a) => {
+            values.push(kv("shadow.samples", a.samples));
+            for (k, axis) in ["linear.x", "linear.y", "angular.z"].iter().enumerate() {
+                values.push(kv(&format!("shadow.{axis}.mae"), format!("{:.4}", a.mae[k])));
+                values.push(kv(&format!("shadow.{axis}.sign_agreement"), format!("{:.3}", a.sign_agreement[k])));
+            }
+            format!("shadow mode, the policies never drive; {message}")
+        }
+    };
     let output = DiagnosticStatus {
         level,
         name: "mobile_vla: command output".into(),
         message,
         hardware_id: "mobile_vla".into(),
-        values: vec![
-            kv("active_source", source.unwrap_or("none")),
-            kv("active_lock", lock.unwrap_or("none")),
-            kv("autonomy", if ctl.autonomy_enabled() { "enabled" } else { "paused" }),
-            kv("shadow", ctl.shadow().is_some()),
-        ],
+        values,
     };
-    let mut output = output;
-    if let Some(a) = ctl.shadow() {
-        // The operator's question in shadow mode: would the policy have done what the driver did?
-        output.message = format!("shadow mode, the policies never drive; {}", output.message);
-        output.values.push(kv("shadow.samples", a.samples));
-        for (k, axis) in ["linear.x", "linear.y", "angular.z"].iter().enumerate() {
-            output.values.push(kv(&format!("shadow.{axis}.mae"), format!("{:.4}", a.mae[k])));
-            output.values.push(kv(&format!("shadow.{axis}.sign_agreement"), format!("{:.3}", a.sign_agreement[k])));
-        }
-    }
     DiagnosticArray {
         header: Header { stamp, frame_id: String::new() },
         status: vec![policy, output, camera_status(camera_topic, camera)],

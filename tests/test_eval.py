@@ -211,7 +211,8 @@ def cdr(msg) -> bytes:
 
 
 def write_bag(path: Path, storage, kind: str, instruction: str, actions: np.ndarray, *, camera="/camera/image_raw/compressed",
-              stamped=False, rate=10.0):
+              stamped=False, rate=10.0, action_topic="/cmd_vel", instruction_topic="/instruction",
+              camera_type="sensor_msgs/msg/CompressedImage"):
     """A teleop drive as the robot records it: JPEG frames at `rate`, the instruction once, and after each
     frame the joystick's command (the one that drove until the next frame)."""
     T = TYPESTORE.types
@@ -219,16 +220,20 @@ def write_bag(path: Path, storage, kind: str, instruction: str, actions: np.ndar
     Vector3, Twist = T["geometry_msgs/msg/Vector3"], T["geometry_msgs/msg/Twist"]
     t0 = 1_700_000_000 * 10**9
     with Writer(path, version=9, storage_plugin=storage) as w:
-        cam = w.add_connection(camera, "sensor_msgs/msg/CompressedImage", typestore=TYPESTORE)
-        text = w.add_connection("/instruction", "std_msgs/msg/String", typestore=TYPESTORE)
+        cam = w.add_connection(camera, camera_type, typestore=TYPESTORE)
         cmd_type = "geometry_msgs/msg/TwistStamped" if stamped else "geometry_msgs/msg/Twist"
-        cmd = w.add_connection("/cmd_vel", cmd_type, typestore=TYPESTORE)
-        w.write(text, t0 - 10**8, cdr(T["std_msgs/msg/String"](data=instruction)))
+        cmd = w.add_connection(action_topic, cmd_type, typestore=TYPESTORE)
+        if instruction_topic:
+            text = w.add_connection(instruction_topic, "std_msgs/msg/String", typestore=TYPESTORE)
+            w.write(text, t0 - 10**8, cdr(T["std_msgs/msg/String"](data=instruction)))
         for k, (jpg, a) in enumerate(zip(frame_paths(kind), actions)):
             t = t0 + int(k * 1e9 / rate)
             header = Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id="camera")
             data = np.frombuffer(jpg.read_bytes(), np.uint8)
-            w.write(cam, t + 3 * 10**6, cdr(T["sensor_msgs/msg/CompressedImage"](header=header, format="jpeg", data=data)))
+            if camera_type == "std_msgs/msg/String":
+                w.write(cam, t + 3 * 10**6, cdr(T["std_msgs/msg/String"](data="not a frame")))
+            else:
+                w.write(cam, t + 3 * 10**6, cdr(T[camera_type](header=header, format="jpeg", data=data)))
             twist = Twist(linear=Vector3(x=float(a[0]), y=float(a[1]), z=0.0), angular=Vector3(x=0.0, y=0.0, z=float(a[2])))
             if stamped:
                 twist = T["geometry_msgs/msg/TwistStamped"](header=header, twist=twist)
@@ -254,15 +259,43 @@ def test_bags_score_as_the_team_files_do(storage, tmp_path):
     assert without_latency(got_file["policies"][0]["overall"]) == without_latency(policy["overall"])
 
 
-def test_a_bag_without_the_camera_topic_names_the_topics_it_has(tmp_path):
+def test_bad_bags_are_named_skipped_and_the_good_ones_still_scored(tmp_path):
     kind = "features"
-    bag = write_bag(tmp_path / "drive", StoragePlugin.MCAP, kind, "go", actions_for(12, 1), camera="/front/image")
-    got, p = evaluate("--policy", manifest(kind), bag, check=False)
-    assert p.returncode == 1
-    [s] = got["skipped"]
-    assert "no frames on /camera/image_raw" in s["reason"] and "/front/image" in s["reason"], s
-    got, _ = evaluate("--policy", manifest(kind), bag, "--camera", "/front/image")
-    assert got["policies"][0]["overall"]["scored"] == 5
+    instruction = reference(kind)["runs"][0]["instruction"]
+    actions = actions_for(12, 1)
+    write_bag(tmp_path / "a_good", StoragePlugin.MCAP, kind, instruction, actions)
+    write_bag(tmp_path / "b_front_camera", StoragePlugin.MCAP, kind, instruction, actions, camera="/front/image")
+    truncated = write_bag(tmp_path / "c_truncated", StoragePlugin.MCAP, kind, instruction, actions)
+    f = next(truncated.glob("*.mcap"))
+    f.write_bytes(f.read_bytes()[: f.stat().st_size * 2 // 3])
+    broken_db = write_bag(tmp_path / "d_broken_db", StoragePlugin.SQLITE3, kind, instruction, actions)
+    f = next(broken_db.glob("*.db3"))
+    f.write_bytes(f.read_bytes()[:4096] + os.urandom(4096))
+    write_bag(tmp_path / "e_no_commands", StoragePlugin.MCAP, kind, instruction, actions, action_topic="/base/cmd_vel")
+    write_bag(tmp_path / "f_no_instruction", StoragePlugin.SQLITE3, kind, instruction, actions, instruction_topic=None)
+    write_bag(tmp_path / "g_camera_is_a_string", StoragePlugin.MCAP, kind, instruction, actions, camera_type="std_msgs/msg/String")
+    write_bag(tmp_path / "h_good_again", StoragePlugin.SQLITE3, kind, instruction, actions)
+
+    got, p = evaluate("--policy", manifest(kind), tmp_path)
+    skipped = {s["episode"]: s["reason"] for s in got["skipped"]}
+    assert set(skipped) == {"b_front_camera", "c_truncated", "d_broken_db", "e_no_commands", "f_no_instruction",
+                            "g_camera_is_a_string"}, skipped
+    assert "no camera topic /camera/image_raw" in skipped["b_front_camera"] and "/front/image" in skipped["b_front_camera"]
+    assert "truncated" in skipped["c_truncated"] or "malformed" in skipped["c_truncated"], skipped["c_truncated"]
+    assert "sqlite3" in skipped["d_broken_db"] or "malformed" in skipped["d_broken_db"], skipped["d_broken_db"]
+    assert "no action topic /cmd_vel" in skipped["e_no_commands"] and "--action-topic" in skipped["e_no_commands"]
+    assert "no instruction topic /instruction" in skipped["f_no_instruction"]
+    assert "std_msgs/msg/String" in skipped["g_camera_is_a_string"], skipped["g_camera_is_a_string"]
+    for name, reason in skipped.items():
+        assert name in reason, reason
+    [policy] = got["policies"]
+    first, again = policy["episodes"]
+    assert (first["episode"], again["episode"]) == ("a_good", "h_good_again")
+    assert first["frames"] == again["frames"]
+    check_policy({"overall": first["summary"]}, expected_scores(kind, [(instruction, actions)]))
+    # Told where the camera is, the front-camera bag scores too.
+    got, _ = evaluate("--policy", manifest(kind), tmp_path / "b_front_camera", "--camera", "/front/image")
+    check_policy(got["policies"][0], expected_scores(kind, [(instruction, actions)]))
 
 
 def test_a_recording_made_by_the_demo_replays_to_what_the_node_drove(domain_id, run_node, tmp_path):
@@ -301,6 +334,13 @@ def test_the_robots_parameters_file_applies(tmp_path):
     got, p = evaluate("--policy", manifest(kind), tmp_path / "ep.h5", "--params", params, check=False)
     o = got["policies"][0]["overall"]
     assert p.returncode == 1 and o["scored"] == 0 and o["refused"] == {"bad_frame": 12}, o
+    # A freshness bound longer than the gap between episodes: still, nothing of one episode carries into the next.
+    long = tmp_path / "long.yaml"
+    long.write_text("mobile_vla:\n  ros__parameters:\n    camera:\n      max_age_s: 60.0\n")
+    (tmp_path / "ep2.h5").write_bytes((tmp_path / "ep.h5").read_bytes())
+    got, _ = evaluate("--policy", manifest(kind), tmp_path / "ep.h5", tmp_path / "ep2.h5", "--params", long)
+    first, second = got["policies"][0]["episodes"]
+    assert first["frames"] == second["frames"] and first["summary"]["scored"] == 5
     bad = tmp_path / "bad.yaml"
     bad.write_text("mobile_vla:\n  ros__parameters:\n    camera:\n      max_age_s: -1.0\n")
     _, p = evaluate("--policy", manifest(kind), tmp_path / "ep.h5", "--params", bad, check=False)

@@ -4,9 +4,8 @@
 //! the command on `cmd_vel` at the instant it was proposed (teleop's, or zero
 //! when nothing drives), and the agreement over it per axis: the mean
 //! absolute difference and the fraction of proposals whose sign (with a
-//! dead band of [`DEADBAND`]) matches. It never decides what drives; it is
-//! cleared whenever shadow mode starts or ends, so a score never mixes two
-//! sessions.
+//! dead band of [`DEADBAND`]) matches. It never decides what drives; each
+//! shadow session gets a new one, so a score never mixes two sessions.
 
 use std::collections::VecDeque;
 
@@ -34,10 +33,11 @@ fn axes(v: Velocity) -> [f64; 3] {
     [v.x, v.y, v.wz]
 }
 
-fn sign(x: f64) -> i8 {
-    if x > DEADBAND {
+/// The direction of `x`: 1, -1, or 0 within `deadband` of zero.
+pub fn sign(x: f64, deadband: f64) -> i8 {
+    if x > deadband {
         1
-    } else if x < -DEADBAND {
+    } else if x < -deadband {
         -1
     } else {
         0
@@ -53,10 +53,6 @@ impl Shadow {
         self.pairs.push_back((axes(proposed), axes(driven)));
     }
 
-    pub fn clear(&mut self) {
-        self.pairs.clear();
-    }
-
     pub fn agreement(&self) -> Agreement {
         let n = self.pairs.len();
         let mut a = Agreement { samples: n, ..Agreement::default() };
@@ -66,7 +62,7 @@ impl Shadow {
         for (p, d) in &self.pairs {
             for k in 0..3 {
                 a.mae[k] += (p[k] - d[k]).abs();
-                a.sign_agreement[k] += f64::from(u8::from(sign(p[k]) == sign(d[k])));
+                a.sign_agreement[k] += f64::from(u8::from(sign(p[k], DEADBAND) == sign(d[k], DEADBAND)));
             }
         }
         for k in 0..3 {
@@ -99,7 +95,5 @@ mod tests {
             s.record(v(0.5, 0.0, 0.0), v(0.5, 0.0, 0.0));
         }
         assert_eq!(s.agreement(), Agreement { samples: WINDOW, mae: [0.0; 3], sign_agreement: [1.0; 3] });
-        s.clear();
-        assert_eq!(s.agreement().samples, 0);
     }
 }

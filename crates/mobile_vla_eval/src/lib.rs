@@ -135,9 +135,8 @@ pub fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> 
     Ok(a)
 }
 
-/// Scores every policy on every episode; `progress` is told each episode done.
-pub fn run(args: &Args, mut progress: impl FnMut(&str)) -> Result<Report, String> {
-    let sources = sources::resolve(&args.episodes)?;
+/// Scores every policy on every episode of `sources`; `progress` is told each episode done.
+pub fn run(args: &Args, sources: &[sources::Source], mut progress: impl FnMut(&str)) -> Result<Report, String> {
     let mut report = Report::default();
     for (name, manifest) in &args.policies {
         let mut evaluator = match Evaluator::new(manifest, &args.options) {
@@ -156,16 +155,14 @@ pub fn run(args: &Args, mut progress: impl FnMut(&str)) -> Result<Report, String
         };
         let mut policy =
             PolicyReport::new(name, manifest, evaluator.runtime.clone(), evaluator.commanded(), args.options.deadband);
-        for source in &sources {
+        for source in sources {
             match evaluator.episode(source) {
                 Ok(run) => policy.add(run),
-                Err(reason) => report.skipped.push(Skipped {
-                    episode: source.path.display().to_string(),
-                    policy: name.clone(),
-                    reason,
-                }),
+                Err(reason) => {
+                    report.skipped.push(Skipped { episode: source.name.clone(), policy: name.clone(), reason })
+                }
             }
-            progress(&source.name());
+            progress(&source.name);
         }
         report.policies.push(policy);
     }

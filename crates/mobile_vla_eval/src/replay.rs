@@ -8,8 +8,9 @@
 //! not answered by another policy), the velocity and acceleration limits
 //! lifted (they shape the robot's motion, not the policy's choice; the
 //! manifest's clip and denormalisation stay), and the seam between episodes:
-//! ten seconds without a frame, after which the node starts a new history
-//! (windows, recurrent state and chunks over), as a fresh node would. It
+//! the instruction cleared (a new history: windows, recurrent state and
+//! chunks over, as a fresh node would start) and ten seconds without a frame
+//! (nothing the previous episode computed is fresh any more). It
 //! never reads a wall clock into a decision, so a replay gives the same
 //! commands on any machine.
 
@@ -27,7 +28,7 @@ use serde::Serialize;
 use crate::score::{Score, AXES};
 use crate::sources::Source;
 
-/// ROS time without a frame between two episodes: longer than any freshness bound, so nothing carries over.
+/// ROS time without a frame between two episodes.
 const EPISODE_GAP_S: f64 = 10.0;
 
 /// How episodes are read and scored.
@@ -94,7 +95,8 @@ fn config(options: &Options) -> Config {
         c.policy.hybrid.providers = p.clone();
     }
     c.watchdog.fallback_enabled = false;
-    c.limits.max_velocity = [f64::MAX; 3];
+    // Far beyond any robot's, finite: the output stage does arithmetic with it.
+    c.limits.max_velocity = [1e6; 3];
     c.limits.max_accel = [0.0; 3];
     c.limits.max_decel = [0.0; 3];
     c.limits.deadband = [0.0; 3];
@@ -125,7 +127,7 @@ impl Evaluator {
     /// Replays `source` and scores it; an error names what is wrong with the recording.
     pub fn episode(&mut self, source: &Source) -> Result<EpisodeRun, String> {
         let mut run = EpisodeRun {
-            episode: source.name(),
+            episode: source.name.clone(),
             frames: Vec::new(),
             score: Score::new(self.commanded, self.options.deadband),
         };
@@ -133,6 +135,8 @@ impl Evaluator {
         let mut window_need = None;
         let mut last_s = self.next_start_s;
         let base = self.next_start_s;
+        // No task of the previous episode carries over: its instruction is cleared, a new one starts a new history.
+        self.inline.instruction("", base);
         let mut visit = |event: Event| {
             let time_s = match &event {
                 Event::Instruction { time_s, .. } => *time_s,

@@ -2,9 +2,12 @@
 //! comparison with the first policy, the episodes skipped and why, and the
 //! gates' verdicts, as a table for people and JSON for programs.
 //!
-//! Owns the report's shape and wording, and the exit decision: a failed
-//! gate, or a policy that scored nothing, fails the run; a skipped episode
-//! alone does not (it is listed).
+//! Owns the report's shape and wording, the comparison's common ground, and
+//! the exit decision: a failed gate, or a policy that scored nothing, fails
+//! the run; a skipped episode alone does not (it is listed). Policies are
+//! compared (and gated relative to the first) on the frames every one of
+//! them commanded, so a policy that refuses the hard frames is not scored
+//! on the easy ones alone; how many it refused is its own, overall figure.
 
 use std::fmt::{self, Write as _};
 use std::path::Path;
@@ -38,6 +41,8 @@ pub struct PolicyReport {
     pub runtime: String,
     pub commanded_axes: Vec<&'static str>,
     pub overall: Summary,
+    /// In compare mode: the scores on the frames every policy commanded (refusals and latency: `overall`'s).
+    pub on_common_frames: Option<Summary>,
     pub episodes: Vec<EpisodeReport>,
     #[serde(skip)]
     total: Score,
@@ -52,6 +57,7 @@ impl PolicyReport {
             runtime,
             commanded_axes: AXES.iter().zip(commanded).filter(|(_, c)| *c).map(|(a, _)| *a).collect(),
             overall: total.summary(),
+            on_common_frames: None,
             episodes: Vec::new(),
             total,
         }
@@ -75,11 +81,49 @@ pub struct Report {
 }
 
 impl Report {
+    /// With several policies, each one's scores on the frames every one of them commanded.
+    fn compare(&mut self) {
+        if self.policies.len() < 2 {
+            return;
+        }
+        let commanded = |p: &PolicyReport, episode: &str, k: usize| {
+            p.episodes.iter().find(|e| e.episode == episode).and_then(|e| e.frames.get(k)).and_then(|f| f.command)
+        };
+        let first = &self.policies[0];
+        let common: Vec<(String, usize)> = first
+            .episodes
+            .iter()
+            .flat_map(|e| (0..e.frames.len()).map(move |k| (e.episode.clone(), k)))
+            .filter(|(e, k)| self.policies.iter().all(|p| commanded(p, e, *k).is_some()))
+            .collect();
+        for p in &mut self.policies {
+            let mut score = p.total.empty_like();
+            for (e, k) in &common {
+                let f = &p.episodes.iter().find(|x| x.episode == *e).expect("commanded").frames[*k];
+                score.scored(f.action, f.command.expect("commanded"));
+            }
+            let s = score.summary();
+            p.on_common_frames = Some(Summary {
+                frames: s.scored,
+                refused_fraction: p.overall.refused_fraction,
+                refused: p.overall.refused.clone(),
+                latency_ms: p.overall.latency_ms.clone(),
+                ..s
+            });
+        }
+    }
+
     /// Judges the gates and settles whether the run passed.
     pub fn judge(&mut self, gates: &[Gate]) {
-        let summaries: Vec<(String, Summary)> =
+        self.compare();
+        let overall: Vec<(String, Summary)> =
             self.policies.iter().map(|p| (p.name.clone(), p.overall.clone())).collect();
-        self.gates = gates.iter().flat_map(|g| g.judge(&summaries)).collect();
+        let common: Vec<(String, Summary)> = self
+            .policies
+            .iter()
+            .map(|p| (p.name.clone(), p.on_common_frames.clone().unwrap_or_else(|| p.overall.clone())))
+            .collect();
+        self.gates = gates.iter().flat_map(|g| g.judge(if g.relative { &common } else { &overall })).collect();
         self.passed = self.gates.iter().all(|v| v.passed) && self.policies.iter().all(|p| p.overall.scored > 0);
     }
 
@@ -154,9 +198,15 @@ impl fmt::Display for Report {
         }
         if let [reference, others @ ..] = self.policies.as_slice() {
             if !others.is_empty() {
-                writeln!(f, "compared with {} (difference to it)", reference.name)?;
+                let on = |p: &'_ PolicyReport| p.on_common_frames.clone().unwrap_or_else(|| p.overall.clone());
+                let common = on(reference).scored;
+                writeln!(
+                    f,
+                    "compared with {} (difference to it), on the {common} frames every policy commanded",
+                    reference.name
+                )?;
                 for p in std::iter::once(reference).chain(others) {
-                    let diff = |m: Metric| match (m.of(&p.overall), m.of(&reference.overall)) {
+                    let diff = |m: Metric| match (m.of(&on(p)), m.of(&on(reference))) {
                         (Some(v), Some(r)) if p.name != reference.name => format!("{v:.4} ({:+.4})", v - r),
                         (Some(v), _) => format!("{v:.4}"),
                         _ => "-".into(),

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use mobile_vla_core::shadow::sign;
 use mobile_vla_report::summary::Dist;
 use serde::Serialize;
 
@@ -54,16 +55,6 @@ pub fn direction(v: [f64; 3], commanded: [bool; 3], deadband: f64) -> &'static s
     }
 }
 
-fn sign(x: f64, deadband: f64) -> i8 {
-    if x > deadband {
-        1
-    } else if x < -deadband {
-        -1
-    } else {
-        0
-    }
-}
-
 impl Score {
     /// Scores on the `commanded` axes; a |component| up to `deadband` counts as no motion.
     pub fn new(commanded: [bool; 3], deadband: f64) -> Self {
@@ -76,6 +67,11 @@ impl Score {
             refused: BTreeMap::new(),
             latency_ms: Default::default(),
         }
+    }
+
+    /// No frames yet, on the same axes and dead band as `self`.
+    pub fn empty_like(&self) -> Score {
+        Score::new(self.commanded, self.deadband)
     }
 
     /// A frame the policy commanded `command` on, where the recording did `action`.

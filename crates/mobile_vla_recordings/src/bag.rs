@@ -1,10 +1,13 @@
 //! Messages out of a rosbag2 recording, whatever their type.
 //!
 //! Owns finding the storage files (a rosbag2 directory, one `.mcap` file or
-//! one `.db3` file) and walking every message of them in log order with its
-//! topic, schema and raw payload ([`Message`]), from either storage: MCAP,
+//! one `.db3` file) and walking every message of them with its topic, schema
+//! and raw payload ([`Message`]), from either storage: MCAP,
 //! and sqlite3 (the Humble default; its schema is the message type alone
-//! where the bag predates stored definitions). A truncated or
+//! where the bag predates stored definitions), and listing its topics
+//! without reading its messages where the storage indexes them. Messages come
+//! in each file's order (rosbag2 writes them as they arrive; sqlite3's are
+//! sorted by time), split files in their number's order. A truncated or
 //! malformed file is an error, never a crash. It keeps nothing between
 //! calls: a malformed record fails that read alone. Decoding a payload is the
 //! caller's (`cdr`, `stats`).
@@ -67,7 +70,12 @@ fn storage_files(path: &Path) -> Result<Vec<PathBuf>, Error> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|f| f.extension().is_some_and(|e| e == "mcap" || e == "db3"))
         .collect();
-    files.sort();
+    // rosbag2 splits as NAME_0, NAME_1, ... NAME_10: in their number's order, not the text's.
+    files.sort_by_key(|f| {
+        let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let number = stem.rsplit('_').next().and_then(|n| n.parse::<u64>().ok());
+        (number, stem)
+    });
     if files.is_empty() {
         return Err(Error::Input(format!("{}: no .mcap or .db3 file in this rosbag2 directory", path.display())));
     }
@@ -88,6 +96,45 @@ pub fn read(path: &Path, mut visit: impl FnMut(&Message<'_>) -> Result<(), Error
         read_mcap(&bytes, &name, &mut topics, &mut visit)?;
     }
     Ok(topics)
+}
+
+/// Every topic of the recording at `path` with its type, without reading its
+/// messages where the storage has an index (an MCAP summary, sqlite3's topics table).
+pub fn topics(path: &Path) -> Result<BTreeSet<(String, String)>, Error> {
+    let mut out = BTreeSet::new();
+    for file in storage_files(path)? {
+        let name = file.display().to_string();
+        if file.extension().is_some_and(|e| e == "db3") {
+            let bad = |e: rusqlite::Error| Error::Input(format!("{name}: not a readable rosbag2 sqlite3 file: {e}"));
+            let db = rusqlite::Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(bad)?;
+            let mut q = db.prepare("SELECT name, type FROM topics").map_err(bad)?;
+            for row in q.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(bad)? {
+                out.insert(row.map_err(bad)?);
+            }
+            continue;
+        }
+        let bytes = std::fs::read(&file).map_err(|e| Error::Input(format!("{name}: {e}")))?;
+        // A summary that does not read is no answer: the messages themselves are.
+        let summary =
+            std::panic::catch_unwind(|| mcap::read::Summary::read(&bytes)).ok().and_then(Result::ok).flatten();
+        match summary {
+            Some(s) => out.extend(
+                s.channels
+                    .values()
+                    .map(|c| (c.topic.clone(), c.schema.as_ref().map(|s| s.name.clone()).unwrap_or_default())),
+            ),
+            None => {
+                let mut seen = BTreeSet::new();
+                read_mcap(&bytes, &name, &mut BTreeSet::new(), &mut |m: &Message<'_>| {
+                    seen.insert((m.topic.to_string(), m.schema.map(|s| s.name.to_string()).unwrap_or_default()));
+                    Ok(())
+                })?;
+                out.extend(seen);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// As [`read`], over one MCAP file's bytes (`name` for errors).

@@ -8,7 +8,9 @@
 //! dead-man's zero after the camera stopped is not its action), or zero when
 //! that command was older than `action_timeout_s`, as twist_mux would have
 //! stopped the robot. A topic of the wrong type is an error naming it; a
-//! message that does not decode fails the recording, never a crash.
+//! message that does not decode fails the recording, never a crash. A bag
+//! without its camera, instruction or action topic is refused before any of
+//! it is replayed.
 
 use std::path::Path;
 
@@ -43,23 +45,38 @@ impl Default for Topics {
 
 /// Calls `visit` with the recording's instructions and frames in log order, each frame with its action.
 ///
-/// With no frame on `topics.camera` but frames on its `/compressed` sibling
-/// (image_transport's name), those are read.
+/// The topics are checked first, against the recording's own list: with no
+/// `topics.camera` but its `/compressed` sibling (image_transport's name),
+/// that one is read; a missing camera, instruction or action topic is an
+/// error naming it and the topics there are.
 pub fn read(path: &Path, topics: &Topics, mut visit: impl FnMut(Event) -> Result<(), Error>) -> Result<(), Error> {
-    let mut reader = Episode::new(topics);
-    let seen = bag::read(path, |m| reader.message(m, &mut visit))?;
+    let recorded = bag::topics(path)?;
+    let has = |t: &str| recorded.iter().any(|(name, _)| name == t);
+    let missing = |what: &str, topic: &str, flag: &str| {
+        let list: Vec<String> = recorded.iter().map(|(n, t)| format!("{n} ({t})")).collect();
+        let list = if list.is_empty() { "none".to_string() } else { list.join(", ") };
+        Error::Input(format!(
+            "{}: no {what} topic {topic} (topics in the bag: {list}); choose it with {flag}",
+            path.display()
+        ))
+    };
+    let compressed = format!("{}/compressed", topics.camera);
+    let camera = match (has(&topics.camera), has(&compressed)) {
+        (true, _) => topics.camera.clone(),
+        (false, true) => compressed,
+        (false, false) => return Err(missing("camera", &topics.camera, "--camera")),
+    };
+    if !has(&topics.instruction) {
+        return Err(missing("instruction", &topics.instruction, "--instruction-topic"));
+    }
+    if !has(&topics.action) {
+        return Err(missing("action", &topics.action, "--action-topic"));
+    }
+    let topics = Topics { camera, ..topics.clone() };
+    let mut reader = Episode::new(&topics);
+    bag::read(path, |m| reader.message(m, &mut visit))?;
     if reader.frames == 0 {
-        let compressed = format!("{}/compressed", topics.camera);
-        if seen.contains(&compressed) && !seen.contains(&topics.camera) {
-            return read(path, &Topics { camera: compressed, ..topics.clone() }, visit);
-        }
-        let seen: Vec<String> = seen.into_iter().collect();
-        return Err(Error::Input(format!(
-            "{}: no frames on {} (topics in the bag: {}); choose the camera with --camera",
-            path.display(),
-            topics.camera,
-            if seen.is_empty() { "none".into() } else { seen.join(", ") }
-        )));
+        return Err(Error::Input(format!("{}: no frames on {}", path.display(), topics.camera)));
     }
     reader.finish(&mut visit)
 }
@@ -90,8 +107,9 @@ impl<'t> Episode<'t> {
     fn message(&mut self, m: &Message<'_>, visit: &mut impl FnMut(Event) -> Result<(), Error>) -> Result<(), Error> {
         let time_s = m.log_time_ns as f64 * 1e-9;
         let ty = m.schema.map(|s| s.name).unwrap_or("");
-        let what = |e: Error| Error::Decode(format!("{}: message {} on {}: {e}", m.file, m.index, m.topic));
+        let what = |e: Error| Error::Decode(format!("{}: message {} on {}: {}", m.file, m.index, m.topic, e.detail()));
         if m.topic == self.topics.camera {
+            expect(m, &["sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"])?;
             let mut frame = decode_frame(ty, m.data).map_err(what)?;
             frame.time_s = time_s;
             self.frames += 1;

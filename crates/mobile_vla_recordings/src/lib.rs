@@ -37,4 +37,13 @@ impl fmt::Display for Error {
     }
 }
 
+impl Error {
+    /// What is wrong, without the kind's prefix (for an error that names where it happened).
+    pub fn detail(&self) -> &str {
+        match self {
+            Error::Input(e) | Error::Schema(e) | Error::Decode(e) => e,
+        }
+    }
+}
+
 impl std::error::Error for Error {}

@@ -333,8 +333,8 @@ impl Controller {
         let verdict = outcome.map(|o| self.watchdog.verdict(r.role, o, now));
         let current = self.task.is_current(r.generation, r.started);
         match (&verdict, &r.outcome) {
-            (Some(v), RunOutcome::Action { command, .. }) if v.drive && current && self.shadow.is_some() => {
-                self.propose(r, *command, ros_now_s, &mut fx)
+            (Some(v), RunOutcome::Action { command, chunk, .. }) if v.drive && current && self.shadow.is_some() => {
+                self.propose(r, *command, chunk, ros_now_s, &mut fx)
             }
             (Some(v), RunOutcome::Action { command, chunk, .. }) if v.drive && current => {
                 self.drive(r, *command, chunk, ros_now_s, now, &mut fx)
@@ -379,14 +379,32 @@ impl Controller {
         }
     }
 
-    /// In shadow mode, a result that would have driven: a proposal, if its frame is still fresh.
-    fn propose(&mut self, r: &RunResult, command: Velocity, ros_now_s: f64, fx: &mut Effects) {
-        if self.freshness.get().check(Some(r.stamp_s), ros_now_s).is_ok() {
-            if let Some(s) = self.shadow.as_mut() {
-                s.record(command, self.published);
-            }
-            fx.proposal = Some(command);
+    /// In shadow mode, a result that would have driven: a proposal, if its
+    /// frame is still fresh. A chunk proposes the step it would start from
+    /// (the one due now, as [`Output::policy_command`] plays it; its later
+    /// steps and the blend with an earlier chunk are not proposed).
+    fn propose(
+        &mut self,
+        r: &RunResult,
+        command: Velocity,
+        chunk: &Option<(Vec<Velocity>, Playback)>,
+        ros_now_s: f64,
+        fx: &mut Effects,
+    ) {
+        if self.freshness.get().check(Some(r.stamp_s), ros_now_s).is_err() {
+            return;
         }
+        let proposed = match chunk {
+            Some((steps, playback)) => {
+                let c = Chunk { stamp_s: r.stamp_s, steps: steps.clone(), playback: *playback };
+                c.at(ros_now_s).unwrap_or(Velocity::ZERO)
+            }
+            None => command,
+        };
+        if let Some(s) = self.shadow.as_mut() {
+            s.record(proposed, self.published);
+        }
+        fx.proposal = Some(proposed);
     }
 
     /// `role`'s run passed the hard timeout and was cancelled: a hang.

@@ -4,8 +4,8 @@
 //! instruction change, and by a clock jump, which starts the same task
 //! again), and the barrier: the instant after which a run must have started
 //! for its result to drive (moved by an instruction change, stop, pause,
-//! resume, a lock change, activation, a clock jump and a policy taking
-//! control), and the history the policies' frames belong to (a new one when a
+//! resume, a lock change, activation, a clock jump, a policy taking control
+//! and leaving shadow mode), and the history the policies' frames belong to (a new one when a
 //! policy takes control or a managed node is activated or deactivated). It
 //! decides whether a finished run is current; what a current result may do is
 //! the controller's.

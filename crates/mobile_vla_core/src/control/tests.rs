@@ -121,6 +121,20 @@ fn in_shadow_mode_a_result_is_a_proposal_scored_against_what_drives_and_never_dr
 }
 
 #[test]
+fn a_chunk_proposes_the_step_it_would_start_driving_from() {
+    let t0 = Instant::now();
+    let mut c = ready(t0);
+    let mut shadow = cfg(FallbackMode::Eager);
+    shadow.shadow = true;
+    c.reconfigure(shadow, t0);
+    // Steps 100 ms apart; the result arrives 250 ms after its frame: step 2 is due.
+    let r = chunked(&c, t0 + 10 * MS, &[0.1, 0.2, 0.3, 0.4]);
+    let fx = run(&mut c, t0, &r, t0 + 260 * MS);
+    assert_eq!(fx.proposal, Some(v(0.3)));
+    assert_eq!(tick_at(&mut c, t0, t0 + 270 * MS), Velocity::ZERO, "and nothing of it plays");
+}
+
+#[test]
 fn leaving_shadow_mode_drives_only_from_a_run_started_afterwards() {
     let t0 = Instant::now();
     let mut c = ready(t0);
