@@ -392,8 +392,10 @@ class Soak:
                 with self.pub_lock:
                     if t.camera_on.is_set():
                         self.cam_pub[t.name].publish(m)
+                        # When it left: after the stamp by as long as this thread took to get here.
                         with t.log.lock:
-                            t.log.frames.append((self.seq, t_stamp, kind, m.format if t.transport != "raw" else "raw"))
+                            t.log.frames.append((self.seq, t_stamp, kind, m.format if t.transport != "raw" else "raw",
+                                                 time.time()))
 
     def say(self, text: str, targets=None) -> None:
         for t in targets or self.targets:
@@ -787,6 +789,7 @@ def analyse(t: Target, episodes: list[Episode], t_start: float, t_end: float) ->
 
     # Lifecycle: after deactivation one zero at most, nothing after it, no motion;
     # no run on a frame that arrived while inactive drives.
+    sent_at = {f"{seq}:{kind}": sent for seq, _stamp, kind, _fmt, sent in log.frames}
     for rec in log.inactive:
         d_ans, a_sent = rec["deactivate_answer"], rec["activate_sent"]
         window = between(rec["deactivate_sent"], a_sent)
@@ -797,8 +800,11 @@ def analyse(t: Target, episodes: list[Episode], t_start: float, t_end: float) ->
             faults.append(f"{len(late)} commands published while inactive ({rec['kind']})")
         if len([c for c in window if not moving(c)]) > 1:
             problems.append(f"{rec['kind']} at {d_ans:.1f}: more than one zero on deactivation")
+        # A frame is sent while inactive when it was published (not only stamped: this
+        # peer's camera thread stamps, then publishes to the raw node first) before
+        # the activation was requested.
         for s in log.stats:
-            if s[4] and d_ans < s[6] < a_sent:
+            if s[4] and d_ans < s[6] and sent_at.get(s[1], s[6]) < a_sent:
                 faults.append(f"frame {s[1]}, sent while inactive, drove after activation ({rec['kind']})")
         if rec["failed"]:
             problems.append(f"{rec['kind']} at {d_ans:.1f}: {', '.join(rec['failed'])} failed")
@@ -860,7 +866,7 @@ def analyse(t: Target, episodes: list[Episode], t_start: float, t_end: float) ->
     starts = [e.start for e in mine]
     answers: dict[str, list] = {}
     unanswered = []
-    for seq, stamp, kind, _fmt in log.frames:
+    for seq, stamp, kind, _fmt, _sent in log.frames:
         if kind != "good" or stamp < t_start:
             continue
         k = bisect.bisect_right(ex_start, stamp)

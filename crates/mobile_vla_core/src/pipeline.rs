@@ -142,7 +142,8 @@ impl<F: Clone> Pipeline<F> {
                 list.push(Order::Frame { role, seq, frame: frame.clone() });
             }
         }
-        self.newest = Some((seq, frame));
+        // A frame that arrives while inactive is never run, not even later by a policy taking control.
+        self.newest = self.ctl.is_active().then_some((seq, frame));
         Orders { list, drove: false, proposed: None }
     }
 
@@ -180,6 +181,8 @@ impl<F: Clone> Pipeline<F> {
 
     /// A managed node's activation or deactivation.
     pub fn set_active(&mut self, active: bool, now: Instant) -> Orders<F> {
+        // Nothing from before an activation or deactivation is handed over after it.
+        self.newest = None;
         let fx = self.ctl.set_active(active, now);
         self.orders(fx)
     }
@@ -343,5 +346,21 @@ mod tests {
         p.frame(7, t0);
         let orders = p.loaded(Role::Primary, epochs[0].1, Ok(()), t0 + MS).unwrap();
         assert!(orders.list.contains(&Order::Frame { role: Role::Primary, seq: 1, frame: 7 }), "{orders:?}");
+    }
+
+    #[test]
+    fn a_frame_that_arrived_while_inactive_is_never_handed_over() {
+        let t0 = Instant::now();
+        let (mut p, start) = Pipeline::<u32>::new(ControlConfig::from_config(&Config::default()), t0);
+        let epochs = started(&start);
+        p.loaded(Role::Fallback, epochs[1].1, Ok(()), t0).unwrap();
+        p.instruction("go", t0);
+        p.set_active(false, t0 + MS);
+        assert!(p.frame(7, t0 + 2 * MS).list.is_empty());
+        p.set_active(true, t0 + 3 * MS);
+        // The primary takes control after the activation: it waits for a frame that arrives now.
+        let orders = p.loaded(Role::Primary, epochs[0].1, Ok(()), t0 + 4 * MS).unwrap();
+        assert!(!orders.list.iter().any(|o| matches!(o, Order::Frame { .. })), "{orders:?}");
+        assert_eq!(p.frame(8, t0 + 5 * MS).list, vec![Order::Frame { role: Role::Primary, seq: 2, frame: 8 }]);
     }
 }
