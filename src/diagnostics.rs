@@ -7,7 +7,7 @@ use mobile_vla_core::camera_rate::CameraReport;
 use mobile_vla_core::config::Provider;
 use mobile_vla_core::control::{Controller, NodeState, StatusView};
 use mobile_vla_core::lifecycle;
-use mobile_vla_core::vocab::{ByRole, Role};
+use mobile_vla_core::vocab::{ByRole, Role, Velocity};
 use mobile_vla_core::watchdog::Watchdog;
 use mobile_vla_policy::providers::OrtName;
 use mobile_vla_policy::runner::Loaded;
@@ -199,7 +199,7 @@ pub fn diagnostics(
         // The operator's question in shadow mode: would the policy have done what the driver did?
         Some(a) => {
             values.push(kv("shadow.samples", a.samples));
-            for (k, axis) in ["linear.x", "linear.y", "angular.z"].iter().enumerate() {
+            for (k, axis) in Velocity::AXES.iter().enumerate() {
                 values.push(kv(&format!("shadow.{axis}.mae"), format!("{:.4}", a.mae[k])));
                 values.push(kv(&format!("shadow.{axis}.sign_agreement"), format!("{:.3}", a.sign_agreement[k])));
             }

@@ -20,6 +20,8 @@ pub struct Velocity {
 
 impl Velocity {
     pub const ZERO: Velocity = Velocity { x: 0.0, y: 0.0, wz: 0.0 };
+    /// Its axes by their ROS names, in order (x, y, wz).
+    pub const AXES: [&'static str; 3] = ["linear.x", "linear.y", "angular.z"];
 
     pub fn is_finite(&self) -> bool {
         self.x.is_finite() && self.y.is_finite() && self.wz.is_finite()

@@ -15,7 +15,7 @@ use mobile_vla_report::summary::Dist;
 use serde::Serialize;
 
 /// Velocity axes in a command's order.
-pub const AXES: [&str; 3] = ["linear.x", "linear.y", "angular.z"];
+pub const AXES: [&str; 3] = mobile_vla_core::vocab::Velocity::AXES;
 
 /// The stages of a run whose latency is reported, in milliseconds.
 pub const STAGES: [&str; 4] = ["preprocess", "inference", "postprocess", "total"];

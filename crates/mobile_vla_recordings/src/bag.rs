@@ -105,9 +105,8 @@ pub fn topics(path: &Path) -> Result<BTreeSet<(String, String)>, Error> {
     for file in storage_files(path)? {
         let name = file.display().to_string();
         if file.extension().is_some_and(|e| e == "db3") {
-            let bad = |e: rusqlite::Error| Error::Input(format!("{name}: not a readable rosbag2 sqlite3 file: {e}"));
-            let db = rusqlite::Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(bad)?;
+            let bad = |e| sqlite_error(&name, e);
+            let db = open_sqlite(&file, &name)?;
             let mut q = db.prepare("SELECT name, type FROM topics").map_err(bad)?;
             for row in q.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(bad)? {
                 out.insert(row.map_err(bad)?);
@@ -186,8 +185,8 @@ fn read_sqlite(
     topics: &mut BTreeSet<String>,
     visit: &mut impl FnMut(&Message<'_>) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let bad = |e: rusqlite::Error| Error::Input(format!("{name}: not a readable rosbag2 sqlite3 file: {e}"));
-    let db = rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(bad)?;
+    let bad = |e| sqlite_error(name, e);
+    let db = open_sqlite(file, name)?;
     // Since Iron, rosbag2 stores each type's definition; Humble's bags have the type's name alone.
     let mut definitions = std::collections::HashMap::new();
     let has_definitions = db
@@ -238,4 +237,13 @@ fn read_sqlite(
         })?;
     }
     Ok(())
+}
+
+fn sqlite_error(name: &str, e: rusqlite::Error) -> Error {
+    Error::Input(format!("{name}: not a readable rosbag2 sqlite3 file: {e}"))
+}
+
+fn open_sqlite(file: &Path, name: &str) -> Result<rusqlite::Connection, Error> {
+    rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| sqlite_error(name, e))
 }

@@ -362,12 +362,7 @@ impl Controller {
         match self.freshness.get().check(Some(r.stamp_s), ros_now_s) {
             Ok(_) => {
                 self.hold = None;
-                let chunk = chunk.as_ref().map(|(steps, playback)| Chunk {
-                    stamp_s: r.stamp_s,
-                    steps: steps.clone(),
-                    playback: *playback,
-                });
-                self.out.policy_command(command, chunk, ros_now_s, now);
+                self.out.policy_command(command, chunk_of(r, chunk), ros_now_s, now);
                 self.publish(now, fx);
                 fx.drove = self.out.decision().source == Some(POLICY);
             }
@@ -394,11 +389,8 @@ impl Controller {
         if self.freshness.get().check(Some(r.stamp_s), ros_now_s).is_err() {
             return;
         }
-        let proposed = match chunk {
-            Some((steps, playback)) => {
-                let c = Chunk { stamp_s: r.stamp_s, steps: steps.clone(), playback: *playback };
-                c.at(ros_now_s).unwrap_or(Velocity::ZERO)
-            }
+        let proposed = match chunk_of(r, chunk) {
+            Some(c) => c.at(ros_now_s).unwrap_or(Velocity::ZERO),
             None => command,
         };
         if let Some(s) = self.shadow.as_mut() {
@@ -574,6 +566,11 @@ impl Controller {
             self.published = p.command;
         }
     }
+}
+
+/// A result's chunk, timed from its frame's stamp.
+fn chunk_of(r: &RunResult, chunk: &Option<(Vec<Velocity>, Playback)>) -> Option<Chunk> {
+    chunk.as_ref().map(|(steps, playback)| Chunk { stamp_s: r.stamp_s, steps: steps.clone(), playback: *playback })
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 /// The velocity axes, in the order of [`ActionOutput::axes`].
-pub const AXES: [&str; 3] = ["linear.x", "linear.y", "angular.z"];
+pub const AXES: [&str; 3] = mobile_vla_core::vocab::Velocity::AXES;
 /// Their keys in a manifest, in the same order.
 const KEYS: [&str; 3] = ["linear_x", "linear_y", "angular_z"];
 
