@@ -37,6 +37,11 @@ written out.
 Needs torch and transformers (see models/hf_tiny/requirements.txt for the
 versions the bundled fixtures were made with).
 
+--triton-repository DIR [--triton-backend onnxruntime|python] then writes the
+manifest's per-frame stages into the Triton model repository DIR, for the node's
+remote policy (scripts/triton_repository.py, which says what it writes), with
+either an export or a conversion (--from; only once its gates hold).
+
 Converting an existing export (--from; needs only onnx, onnxruntime, h5py and
 PIL, no torch) to FP16 or INT8, then gating it with mobile_vla_eval:
 
@@ -94,6 +99,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from convert_policy import DEFAULT_GATE, convert
+from triton_repository import BACKENDS as TRITON_BACKENDS, write_repository
 
 HERE = Path(__file__).resolve().parent
 
@@ -340,9 +346,20 @@ def main() -> None:
                            "--calibrate ones, optimistic: prefer held-out episodes)")
     conv.add_argument("--gate", action="append", default=[],
                       help=f"mobile_vla_eval gate, repeatable (default {DEFAULT_GATE!r})")
+    tri = ap.add_argument_group("serving it from Triton (the node's remote policy)")
+    tri.add_argument("--triton-repository", type=Path, metavar="DIR",
+                     help="also write the per-frame stages into this Triton model repository")
+    tri.add_argument("--triton-backend", choices=TRITON_BACKENDS, default="onnxruntime",
+                     help="onnxruntime: production (GPU, TensorRT FP16); python: ONNX Runtime on the CPU "
+                          "(tests) (default: %(default)s)")
     a = ap.parse_args()
     if a.source is not None:
-        convert(ap, a)
+        try:
+            convert(ap, a)
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise  # a failed gate or an error: nothing to serve
+        triton(a, a.out / f"{a.source.stem}-{'fp16' if a.fp16 else 'int8'}.json")
         return
     if a.kind is None or a.kosmos2 is None:
         ap.error("--kind and --kosmos2 are required (or --from MANIFEST to convert an existing export)")
@@ -352,8 +369,16 @@ def main() -> None:
     import_torch()
     if a.kind in ("features", "images"):
         run_windowed(a)
+        triton(a, a.out / f"{a.name or a.kind}.json")
     else:
         run(a)
+        triton(a, a.out / f"{a.kind}.json")
+
+
+def triton(a, manifest: Path) -> None:
+    """--triton-repository: the manifest's per-frame stages as Triton models."""
+    if a.triton_repository is not None:
+        write_repository(manifest, a.triton_repository, backend=a.triton_backend)
 
 
 def run(a) -> None:

@@ -18,7 +18,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.mobile_vla_setup"
 # Bump when the list below changes, so an existing .venv is brought up to date.
-SETUP_VERSION=9
+SETUP_VERSION=10
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -132,6 +132,47 @@ PYEOF
   rm -rf "$ALT_TMP"
 fi
 
+# NVIDIA Triton Inference Server, for the remote policy's tests (a policy served over
+# KServe v2 gRPC): the tritonserver binary, its Python backend and the stubs that run a
+# model.py ship in PyTriton's wheel. Only the binary is used (tests/triton.py runs it), so
+# the wheel goes in without its Python dependencies. pip keeps the binary's executable
+# bit; the Python backend looks for its stub beside itself: the one built for the venv's
+# Python is copied there. That stub is built against numpy 1.x (the wheel requires
+# numpy<2): with numpy 2 first on its path, a model's outputs come back empty ("output
+# tensor shape does not match size of output"). So a numpy<2 of its own goes into
+# .venv/triton_stub_site, which the test models put before the venv's site-packages.
+TRITON_WHEEL=nvidia-pytriton==0.7.0
+TRITON_ROOT="$SITE/pytriton/tritonserver"
+TRITON_STUB_SITE="$VENV/triton_stub_site"
+VENV_PYVER="$("$PY" -c 'import sys;print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+triton_ready() {
+  [ -d "$SITE/nvidia_pytriton-${TRITON_WHEEL#*==}.dist-info" ] && [ -x "$TRITON_ROOT/bin/tritonserver" ] &&
+    [ -x "$TRITON_ROOT/backends/python/triton_python_backend_stub" ] && [ -d "$TRITON_STUB_SITE/numpy" ]
+}
+if ! triton_ready; then
+  log "pip: Triton Inference Server ($TRITON_WHEEL, --no-deps) for the remote-policy tests"
+  if "$PY" -m pip install -q --no-deps "$TRITON_WHEEL"; then
+    STUB="$TRITON_ROOT/python_backend_stubs/$VENV_PYVER/triton_python_backend_stub"
+    [ -f "$STUB" ] || { log "ERROR: $TRITON_WHEEL has no Python backend stub for Python $VENV_PYVER"; exit 1; }
+    chmod +x "$TRITON_ROOT/bin/tritonserver" "$STUB"
+    # (a copy renamed into place: a running server's stub may be busy)
+    cp -p "$STUB" "$TRITON_ROOT/backends/python/.triton_python_backend_stub.new"
+    mv -f "$TRITON_ROOT/backends/python/.triton_python_backend_stub.new" "$TRITON_ROOT/backends/python/triton_python_backend_stub"
+    "$PY" -m pip install -q --no-deps --upgrade --target "$TRITON_STUB_SITE" "numpy<2"
+    # The stub embeds Python: the libpython of the venv's base interpreter when that is a
+    # shared build (tests/triton.py's server_env), else the system's.
+    if ! "$PY" -c 'import os,sys,sysconfig as s; n=s.get_config_var("INSTSONAME") or ""
+sys.exit(0 if ".so" in n and os.path.exists(os.path.join(s.get_config_var("LIBDIR"), n)) else 1)'; then
+      ensure_apt "libpython$VENV_PYVER" || log "WARNING: no libpython$VENV_PYVER: Triton's Python backend cannot start"
+    fi
+    triton_ready || { log "ERROR: $TRITON_WHEEL did not install a runnable tritonserver"; exit 1; }
+  elif [ "$(uname -m)" = x86_64 ]; then
+    log "ERROR: pip could not install $TRITON_WHEEL"; exit 1
+  else
+    log "WARNING: no $TRITON_WHEEL for $(uname -m): the remote-policy (Triton) tests cannot run here"
+  fi
+fi
+
 # --- shims for the wheel-built prefix ------------------------------------------------
 LIBS_DIRS=""
 if [ "$MODE" = wheels ]; then
@@ -151,7 +192,9 @@ if [ "$MODE" = wheels ]; then
     $sudo ln -sfn "$PY_INC" "$WHEEL_PY/include/python$PYVER"
     $sudo ln -sfn "$NUMPY_INC" "$WHEEL_PY/lib/python$PYVER/site-packages/numpy/_core/include"
   fi
-  LIBS_DIRS="$(find "$SITE" -maxdepth 1 -type d -name '*.libs' | sort | tr '\n' ':')"
+  # Not Triton's (tests/triton.py runs it in an environment of its own; its bundled
+  # libraries are nothing the node or r2r links).
+  LIBS_DIRS="$(find "$SITE" -maxdepth 1 -type d -name '*.libs' ! -name 'nvidia_pytriton.libs' | sort | tr '\n' ':')"
 fi
 
 # --- cargo-ament-build (colcon-ros-cargo drives cargo through it) --------------------

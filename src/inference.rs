@@ -3,14 +3,16 @@
 //! Owns the thread and what crosses it: the task and the newest frame come in
 //! through the inbox, what happened goes out as [`Event`]s tagged with the
 //! worker's [`Epoch`]. The policy is loaded and warmed here, so a TensorRT
-//! engine build never blocks the node from publishing zero. Every decision
+//! engine build never blocks the node from publishing zero; a remote policy
+//! whose server cannot be reached is reported once and tried again every
+//! `remote.retry_s` while frames keep being answered. Every decision
 //! about a frame (skip it, run it) is the runner's, and whether a result may
 //! move the robot the control core's; this thread decides neither and
 //! publishes nothing.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mobile_vla_core::inbox::Inbox;
 use mobile_vla_core::pipeline::Epoch;
@@ -20,6 +22,7 @@ use mobile_vla_policy::session::Providers;
 use mobile_vla_policy::PolicyError;
 use r2r::builtin_interfaces::msg::Time;
 use tokio::sync::mpsc::UnboundedSender;
+use tracing::debug;
 
 use crate::camera_frame::Frame;
 use crate::ros_clock::{stamp_s, NodeClock};
@@ -31,6 +34,9 @@ pub struct SeqFrame {
 }
 
 pub type FrameInbox = Inbox<SeqFrame, Task>;
+
+/// How long the thread waits for a frame before it looks at the inbox again.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
 
 /// One policy run, with what `~/inference_stats` reports of it.
 pub struct RunReport {
@@ -56,6 +62,8 @@ pub enum What {
         loaded: Loaded,
     },
     LoadFailed(String),
+    /// A remote policy's server cannot be reached; the worker keeps trying (a `Loaded` follows if it connects).
+    Unreachable(String),
     Ran(Box<RunReport>),
     Skipped {
         reason: Skip,
@@ -107,20 +115,49 @@ fn load(start: &Start, watch: &RunWatch) -> Result<(Runner, Loaded), PolicyError
 
 fn run(start: Start, inbox: &FrameInbox, watch: &RunWatch, events: &UnboundedSender<Event>) {
     let send = |what| events.send(Event { role: start.spec.role, epoch: start.epoch, what }).is_ok();
-    let mut runner = match load(&start, watch) {
-        Ok((r, loaded)) => {
-            send(What::Loaded { providers: r.policy().providers().clone(), loaded });
-            Some(r)
+    let remote = &start.spec.model.remote;
+    let retry = remote.enabled().then(|| Duration::from_secs_f64(remote.retry_s));
+    let mut runner: Option<Runner> = None;
+    // The task that came while no policy was loaded, for the one that loads later.
+    let mut task: Option<Task> = None;
+    let mut provider = String::new();
+    // When to (try to) load next: now, then only while a remote server is unreachable.
+    let mut next_load = Some(Instant::now());
+    let mut unreachable_said = false;
+    loop {
+        if next_load.is_some_and(|at| Instant::now() >= at) {
+            next_load = None;
+            match load(&start, watch) {
+                Ok((mut r, loaded)) => {
+                    provider = r.policy().providers().main();
+                    send(What::Loaded { providers: r.policy().providers().clone(), loaded });
+                    if let Some(t) = task.take() {
+                        r.set_task(t);
+                    }
+                    runner = Some(r);
+                }
+                Err(e @ PolicyError::Unreachable(_)) if retry.is_some() => {
+                    let every = retry.expect("checked");
+                    if !unreachable_said {
+                        unreachable_said = true;
+                        let why = format!("{e}; trying again every {:.1} s", every.as_secs_f64());
+                        send(What::Unreachable(why));
+                    } else {
+                        debug!(policy = %start.spec.role, "still unreachable: {e}");
+                    }
+                    next_load = Some(Instant::now() + every);
+                }
+                Err(e) => {
+                    send(What::LoadFailed(e.to_string()));
+                }
+            }
         }
-        Err(e) => {
-            send(What::LoadFailed(e.to_string()));
-            None
-        }
-    };
-    let provider = runner.as_ref().map(|r| r.policy().providers().main()).unwrap_or_default();
-    while let Some(delivery) = inbox.take(Duration::from_millis(200)) {
-        if let (Some(task), Some(r)) = (delivery.control, runner.as_mut()) {
-            r.set_task(task);
+        let wait = next_load.map_or(IDLE_WAIT, |at| at.saturating_duration_since(Instant::now()).min(IDLE_WAIT));
+        let Some(delivery) = inbox.take(wait) else { break };
+        match (delivery.control, runner.as_mut()) {
+            (Some(t), Some(r)) => r.set_task(t),
+            (Some(t), None) => task = Some(t),
+            (None, _) => {}
         }
         let Some(SeqFrame { seq, frame }) = delivery.frame else {
             continue;

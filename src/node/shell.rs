@@ -143,7 +143,7 @@ impl Shell {
     pub async fn on_event(&mut self, ev: Event) {
         let Event { role, epoch, what } = ev;
         if !self.pipeline.is_current(role, epoch) {
-            if matches!(what, What::Loaded { .. } | What::LoadFailed(_)) {
+            if matches!(what, What::Loaded { .. } | What::LoadFailed(_) | What::Unreachable(_)) {
                 info!(policy = %role, "a stopped worker's load ended: ignored");
             }
             return;
@@ -180,6 +180,14 @@ impl Shell {
                 Some(Ok(()))
             }
             What::LoadFailed(error) => Some(Err(error)),
+            What::Unreachable(why) => {
+                if let Some(orders) = self.pipeline.unreachable(role, epoch, &why, now) {
+                    self.apply(orders);
+                    // Not a failed configure: the fallback drives while the worker keeps trying.
+                    self.configure_progress(role, true).await;
+                }
+                None
+            }
             What::Skipped { reason, dropped } => {
                 self.telemetry.dropped_pending += dropped;
                 if let Some(orders) = self.pipeline.skipped(role, epoch, &reason, now) {

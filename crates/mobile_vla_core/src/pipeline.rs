@@ -216,6 +216,14 @@ impl<F: Clone> Pipeline<F> {
         })
     }
 
+    /// Worker `epoch` of `role` cannot reach its inference server (it keeps trying).
+    pub fn unreachable(&mut self, role: Role, epoch: Epoch, why: &str, now: Instant) -> Option<Orders<F>> {
+        self.is_current(role, epoch).then(|| {
+            let fx = self.ctl.unreachable(role, why, now);
+            self.orders(fx)
+        })
+    }
+
     /// A frame of worker `epoch` of `role` never reached its model.
     pub fn skipped(&mut self, role: Role, epoch: Epoch, skip: &Skip, now: Instant) -> Option<Orders<F>> {
         self.is_current(role, epoch).then(|| {

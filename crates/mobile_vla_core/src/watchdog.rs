@@ -2,7 +2,8 @@
 //! Kosmos-2 (fallback) while it is not, nothing when neither is.
 //!
 //! Owns each policy's health and the switching rules, frame by frame:
-//! - a policy fails on: load failure (or its required provider missing), an
+//! - a policy fails on: load failure (or its required provider missing, or
+//!   the inference server of a remote policy unreachable at start), an
 //!   inference error, invalid output (non-finite or out of range), deadline
 //!   misses (K consecutive, or M of the last N over the per-frame budget), or a
 //!   hang (the caller cancels a run that passed the hard timeout and reports
@@ -10,7 +11,8 @@
 //! - a failed policy waits out a cool-down, is then probed on live frames (its
 //!   results never drive), and is healthy again after N consecutive good
 //!   results; a policy that fails again after recovering doubles its cool-down
-//!   (up to a maximum), so it cannot flap;
+//!   (up to a maximum), so it cannot flap; a remote policy whose server was
+//!   unreachable at start is probed the same way once it connects;
 //! - only a result from the active policy, with outcome Ok and within its
 //!   deadline, may be used (a late result counts towards the miss triggers and
 //!   drives nothing).
@@ -91,7 +93,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 enum State {
     Loading,
-    /// Loading failed; it is not retried (the model or provider will not appear by itself).
+    /// Loading failed; it is not retried (the model or provider will not
+    /// appear by itself), except a remote policy's connection, which its worker keeps trying.
     Unavailable(String),
     Healthy {
         since: Instant,
@@ -170,6 +173,8 @@ pub enum Failure {
     Load(String),
     /// Its inference thread died: not retried.
     Lost(String),
+    /// Its inference server could not be reached at start; its worker keeps trying.
+    Unreachable(String),
     OutOfRange {
         max_abs: f64,
         limit: f64,
@@ -192,7 +197,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = |d: &Duration| d.as_secs_f64() * 1e3;
         match self {
-            Failure::Load(e) | Failure::Lost(e) => f.write_str(e),
+            Failure::Load(e) | Failure::Lost(e) | Failure::Unreachable(e) => f.write_str(e),
             Failure::OutOfRange { max_abs, limit } => write!(f, "action out of range (|v| = {max_abs:.3} > {limit})"),
             Failure::ConsecutiveMisses { misses, deadline } => {
                 write!(f, "{misses} consecutive deadline misses (> {:.0} ms)", ms(deadline))
@@ -402,12 +407,25 @@ impl Watchdog {
 
     pub fn loaded(&mut self, r: Role, result: Result<(), String>, now: Instant) -> Option<Switch> {
         match result {
+            // A remote policy that connected after its server was unreachable:
+            // probed on the next frames, like a policy after its cool-down.
+            Ok(()) if matches!(self.health(r).state, State::Unavailable(_)) => {
+                self.health(r).state = State::Failed { retry_at: now };
+                None
+            }
             Ok(()) => {
                 self.health(r).state = State::Healthy { since: now };
                 self.reselect(SwitchReason::Loaded(r), now)
             }
             Err(e) => self.unavailable(r, Failure::Load(e), now),
         }
+    }
+
+    /// `r` runs on an inference server that cannot be reached: like a failed
+    /// load, control moves on, but its worker keeps trying; once it connects
+    /// ([`Watchdog::loaded`]) it is probed before it drives.
+    pub fn unreachable(&mut self, r: Role, why: String, now: Instant) -> Option<Switch> {
+        self.unavailable(r, Failure::Unreachable(why), now)
     }
 
     /// `r` can no longer run at all (its inference thread died): like a load
@@ -698,6 +716,31 @@ mod tests {
         let s = w.poll(t0 + 5000 * MS).unwrap();
         assert_eq!(s.to, Some(Role::Fallback));
         assert!(s.reason.to_string().contains("still loading"), "{}", s.reason);
+    }
+
+    #[test]
+    fn a_remote_policy_unreachable_at_start_lets_the_fallback_drive_and_is_probed_once_it_connects() {
+        let t0 = Instant::now();
+        let mut w = Watchdog::new(cfg(), t0);
+        w.loaded(Role::Fallback, Ok(()), t0);
+        let s = w.unreachable(Role::Primary, "policy server unreachable: connection refused".into(), t0).unwrap();
+        assert_eq!((s.from, s.to), (None, Some(Role::Fallback)));
+        assert!(s.to_string().contains("connection refused"), "{s}");
+        assert_eq!(w.report(Role::Primary).state, HealthState::Unavailable);
+        assert!(!w.wants_frames(Role::Primary, t0 + 10 * MS), "nothing to run frames on yet");
+        // It connects: no switch yet, frames go to it as probes, and its results never drive until trusted.
+        assert_eq!(w.loaded(Role::Primary, Ok(()), t0 + 20 * MS), None);
+        assert_eq!(w.active(), Some(Role::Fallback));
+        assert!(w.wants_frames(Role::Primary, t0 + 20 * MS));
+        for i in 0..2 {
+            let v = w.verdict(Role::Primary, ok(5), t0 + (30 + i) * MS);
+            assert_eq!(v, Verdict { drive: false, switch: None });
+        }
+        let v = w.verdict(Role::Primary, ok(5), t0 + 40 * MS);
+        assert!(!v.drive, "the probe that recovers it does not drive");
+        let s = v.switch.expect("recovered after recovery_successes good probes");
+        assert_eq!((s.from, s.to), (Some(Role::Fallback), Some(Role::Primary)));
+        assert!(w.verdict(Role::Primary, ok(5), t0 + 50 * MS).drive);
     }
 
     #[test]

@@ -18,6 +18,12 @@ pub enum PolicyError {
     Tokenize(String),
     /// ONNX Runtime returned an error running the graph.
     Run(String),
+    /// The inference server of a remote stage could not be reached, or did
+    /// not answer within its deadline, or does not serve the model (now).
+    Unreachable(String),
+    /// The inference server answered with an error or with outputs that do
+    /// not match what the model declares.
+    Remote(String),
     /// An output the node reads (the action, or a recurrent state) contains
     /// NaN or infinity: its name, and for the action, the offending step.
     NonFinite {
@@ -43,6 +49,8 @@ impl fmt::Display for PolicyError {
             PolicyError::Load(e) => write!(f, "model failed to load: {e}"),
             PolicyError::Tokenize(e) => write!(f, "tokenizer failed: {e}"),
             PolicyError::Run(e) => write!(f, "inference failed: {e}"),
+            PolicyError::Unreachable(e) => write!(f, "policy server unreachable: {e}"),
+            PolicyError::Remote(e) => write!(f, "policy server failed: {e}"),
             PolicyError::NonFinite { output, values } if values.is_empty() => {
                 write!(f, "model output '{output}' is not finite")
             }

@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod onnx_file;
 pub mod policy;
 pub mod providers;
+pub mod remote;
 pub mod runner;
 pub mod runtime;
 pub mod session;

@@ -35,7 +35,8 @@ use ort::session::RunOptions;
 use crate::action::{self, Action};
 use crate::backend::{Backend, Feed, Tensor, View};
 use crate::contract::{self, Graph, Input, WindowFeed, WindowSource};
-use crate::manifest::{LoadedManifest, Manifest, Source, StageRun, WindowStart};
+use crate::manifest::{LoadedManifest, Manifest, Source, Stage as ManifestStage, StageRun, WindowStart};
+use crate::remote::{self, RemoteStage};
 use crate::runtime::Runtime;
 use crate::session::{OrtStage, Providers};
 use crate::state::State;
@@ -98,8 +99,10 @@ impl Policy {
     ) -> Result<Policy, PolicyError> {
         let manifest = Manifest::load(manifest_path)?;
         let m = &manifest.manifest;
-        for p in &manifest.onnx_paths {
-            if !p.is_file() {
+        // A stage served remotely needs no graph file on the robot.
+        let remote = |s: &ManifestStage| cfg.remote.enabled() && s.run == StageRun::PerFrame;
+        for (s, p) in m.stages.iter().zip(&manifest.onnx_paths) {
+            if !remote(s) && !p.is_file() {
                 return Err(PolicyError::Load(format!("ONNX file {} does not exist", p.display())));
             }
         }
@@ -112,6 +115,15 @@ impl Policy {
         let mut backends: Vec<Box<dyn Backend>> = Vec::new();
         let mut providers = Providers::default();
         for (spec, path) in m.stages.iter().zip(&manifest.onnx_paths) {
+            if remote(spec) {
+                let stage = RemoteStage::connect(
+                    &cfg.remote,
+                    &remote::served_name(&m.name, &spec.name, spec.served_as.as_deref()),
+                )?;
+                providers.remote.push((spec.name.clone(), stage.describe().to_string()));
+                backends.push(Box::new(stage));
+                continue;
+            }
             let (stage, report) = OrtStage::open(runtime, m, spec, path, cfg)?;
             backends.push(Box::new(stage));
             providers.stages.push(report);

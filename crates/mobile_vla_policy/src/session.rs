@@ -31,10 +31,14 @@ pub struct StageProviders {
     pub assignment: Option<Assignment>,
 }
 
-/// The providers of every stage of a policy.
+/// What runs every stage of a policy: the local stages' providers, and the
+/// remote stages' servers.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Providers {
     pub stages: Vec<StageProviders>,
+    /// Stages served by an inference server: the stage and where
+    /// (`hybrid_policy (version 1) on triton 2.52.0 at http://gpu:8001`).
+    pub remote: Vec<(String, String)>,
 }
 
 impl Providers {
@@ -49,7 +53,11 @@ impl Providers {
 
     /// The provider that runs most of the policy's nodes; without node
     /// counts, the first provider registered for the first per-frame stage.
+    /// A policy whose per-frame stages are served remotely: `remote: <server>`.
     pub fn main(&self) -> String {
+        if let Some((_, server)) = self.remote.first() {
+            return format!("remote: {server}");
+        }
         match self.assignment() {
             Some(a) => a.main().unwrap_or_default().to_string(),
             None => {
@@ -71,9 +79,12 @@ impl Providers {
             };
             format!("{nodes}; registered {}", s.registration.describe())
         };
-        match &self.stages[..] {
-            [only] => one(only),
-            stages => stages.iter().map(|s| format!("{}: {}", s.stage, one(s))).collect::<Vec<_>>().join(" | "),
+        let remote = self.remote.iter().map(|(stage, server)| format!("{stage}: served by {server}"));
+        match (&self.stages[..], self.remote.is_empty()) {
+            ([only], true) => one(only),
+            (stages, _) => {
+                stages.iter().map(|s| format!("{}: {}", s.stage, one(s))).chain(remote).collect::<Vec<_>>().join(" | ")
+            }
         }
     }
 }

@@ -44,6 +44,34 @@ pub(super) fn between(c: &Config) -> Result<(), ConfigError> {
     if wd.window_misses > wd.window {
         return Err(err("watchdog.window_misses", wd.window_misses, "at most watchdog.window"));
     }
+    for (name, model) in [("hybrid", &c.policy.hybrid), ("pure", &c.policy.pure)] {
+        remote(name, &model.remote, wd.hard_timeout_s)?;
+    }
+    Ok(())
+}
+
+/// A remote server's address, and its deadline within the hang timeout (a
+/// request past the hard timeout would be cancelled as a hang instead).
+fn remote(policy: &str, r: &super::RemoteConfig, hard_timeout_s: f64) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("policy.{policy}.remote.{k}");
+    if !r.enabled() {
+        return Ok(());
+    }
+    let https = r.url.starts_with("https://");
+    let host = r.url.strip_prefix("http://").or_else(|| r.url.strip_prefix("https://")).unwrap_or("");
+    if host.is_empty() || host.starts_with(['/', ':']) {
+        return Err(err(
+            &key("url"),
+            &r.url,
+            "http://host:port or https://host:port (Triton's gRPC port, 8001 by default), or empty to run on this robot",
+        ));
+    }
+    if !https && (!r.tls_ca_file.is_empty() || !r.tls_domain.is_empty()) {
+        return Err(err(&key("url"), &r.url, "an https:// url: tls_ca_file and tls_domain are set"));
+    }
+    if r.deadline_s > hard_timeout_s {
+        return Err(err(&key("deadline_s"), r.deadline_s, "a deadline <= watchdog.hard_timeout_s"));
+    }
     Ok(())
 }
 
@@ -81,5 +109,35 @@ mod tests {
         let e = check_action_range(&c, &clips).unwrap_err();
         assert_eq!(e.key, "watchdog.max_abs_action");
         assert!(e.allowed.contains("1.15") && e.allowed.contains("models/hybrid.json"), "{e}");
+    }
+
+    #[test]
+    fn a_remote_server_needs_an_http_url_tls_only_with_https_and_a_deadline_within_the_hang_timeout() {
+        let with = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            between(&c)
+        };
+        assert_eq!(with(&|_| {}), Ok(()), "off by default");
+        assert_eq!(with(&|c| c.policy.hybrid.remote.url = "http://gpu:8001".into()), Ok(()));
+        assert_eq!(with(&|c| c.policy.pure.remote.url = "https://gpu:8001".into()), Ok(()));
+        for bad in ["gpu:8001", "grpc://gpu:8001", "http://", "http://:8001"] {
+            let e = with(&|c| c.policy.hybrid.remote.url = bad.into()).unwrap_err();
+            assert_eq!(e.key, "policy.hybrid.remote.url", "{bad}");
+            assert!(e.allowed.contains("http://host:port"), "{e}");
+        }
+        let e = with(&|c| {
+            c.policy.pure.remote.url = "http://gpu:8001".into();
+            c.policy.pure.remote.tls_ca_file = "ca.pem".into();
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "policy.pure.remote.url");
+        let e = with(&|c| {
+            c.policy.hybrid.remote.url = "http://gpu:8001".into();
+            c.policy.hybrid.remote.deadline_s = 1.5;
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "policy.hybrid.remote.deadline_s");
+        assert!(e.allowed.contains("watchdog.hard_timeout_s"), "{e}");
     }
 }

@@ -149,6 +149,48 @@ impl Default for TensorRtConfig {
     }
 }
 
+/// Where a policy's per-frame stages run when not on this robot: a KServe v2
+/// inference server (NVIDIA Triton) reached over gRPC. Preprocessing,
+/// tokenisation, the per-instruction stages, windows, recurrent state and the
+/// command stage stay on the robot.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteConfig {
+    /// The server's gRPC address: `http://host:8001`, or `https://...` for
+    /// TLS. Empty: every stage runs on this robot.
+    pub url: String,
+    /// The model version to ask for; empty: the server's version policy decides.
+    pub model_version: String,
+    /// A request not answered within this fails (a later answer is dropped),
+    /// and the fallback drives.
+    pub deadline_s: f64,
+    /// While the server cannot be reached at start, the node tries again this often.
+    pub retry_s: f64,
+    /// TLS: a PEM file of the CAs to trust; empty: the system's roots.
+    pub tls_ca_file: String,
+    /// TLS: the name the server's certificate must carry; empty: the URL's host.
+    pub tls_domain: String,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            model_version: String::new(),
+            deadline_s: 0.1,
+            retry_s: 2.0,
+            tls_ca_file: String::new(),
+            tls_domain: String::new(),
+        }
+    }
+}
+
+impl RemoteConfig {
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+}
+
 /// One policy (model) and how to run it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -165,6 +207,8 @@ pub struct ModelConfig {
     pub cpu_threads: usize,
     pub device_id: i32,
     pub tensorrt: TensorRtConfig,
+    /// Serve the per-frame stages from a GPU server instead (off by default).
+    pub remote: RemoteConfig,
 }
 
 impl ModelConfig {
@@ -177,6 +221,7 @@ impl ModelConfig {
             cpu_threads: 1,
             device_id: 0,
             tensorrt: TensorRtConfig::default(),
+            remote: RemoteConfig::default(),
         }
     }
 }

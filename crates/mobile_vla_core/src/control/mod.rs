@@ -280,6 +280,19 @@ impl Controller {
         fx
     }
 
+    /// A worker's remote policy cannot reach its inference server at start
+    /// (the worker keeps trying): the fallback drives meanwhile.
+    pub fn unreachable(&mut self, role: Role, why: &str, now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        error!(policy = %role, "{role} POLICY SERVER UNREACHABLE: {why}");
+        let s = self.watchdog.unreachable(role, why.to_string(), now);
+        if role == Role::Primary {
+            self.start(Role::Fallback, &mut fx);
+        }
+        self.after_switch(s, now, &mut fx);
+        fx
+    }
+
     /// A worker's thread ended while the node runs (it panicked): that policy is gone.
     pub fn worker_exited(&mut self, role: Role, why: &str, now: Instant) -> Effects {
         let mut fx = Effects::default();

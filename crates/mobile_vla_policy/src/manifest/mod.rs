@@ -108,6 +108,9 @@ pub struct Stage {
     /// Execution providers for this stage, instead of the policy's.
     #[serde(default)]
     pub providers: Option<Vec<Provider>>,
+    /// The model name a remote server serves this stage under (see `remote::served_name`).
+    #[serde(default)]
+    pub served_as: Option<String>,
 }
 
 fn per_frame() -> StageRun {
