@@ -22,7 +22,7 @@ use mobile_vla_policy::session::Providers;
 use mobile_vla_policy::PolicyError;
 use r2r::builtin_interfaces::msg::Time;
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::camera_frame::Frame;
 use crate::ros_clock::{stamp_s, NodeClock};
@@ -123,12 +123,13 @@ fn run(start: Start, inbox: &FrameInbox, watch: &RunWatch, events: &UnboundedSen
     let mut provider = String::new();
     // When to (try to) load next: now, then only while a remote server is unreachable.
     let mut next_load = Some(Instant::now());
-    let mut unreachable_said = false;
+    // The last reason the server could not be reached, said when it changes.
+    let mut unreachable: Option<String> = None;
     loop {
         if next_load.is_some_and(|at| Instant::now() >= at) {
             next_load = None;
-            match load(&start, watch) {
-                Ok((mut r, loaded)) => {
+            match (load(&start, watch), retry) {
+                (Ok((mut r, loaded)), _) => {
                     provider = r.policy().providers().main();
                     send(What::Loaded { providers: r.policy().providers().clone(), loaded });
                     if let Some(t) = task.take() {
@@ -136,18 +137,23 @@ fn run(start: Start, inbox: &FrameInbox, watch: &RunWatch, events: &UnboundedSen
                     }
                     runner = Some(r);
                 }
-                Err(e @ PolicyError::Unreachable(_)) if retry.is_some() => {
-                    let every = retry.expect("checked");
-                    if !unreachable_said {
-                        unreachable_said = true;
-                        let why = format!("{e}; trying again every {:.1} s", every.as_secs_f64());
-                        send(What::Unreachable(why));
-                    } else {
-                        debug!(policy = %start.spec.role, "still unreachable: {e}");
-                    }
+                (Err(PolicyError::Unreachable(why)), Some(every)) => {
+                    match &unreachable {
+                        None => {
+                            send(What::Unreachable(format!(
+                                "policy server unreachable: {why}; trying again every {:.1} s",
+                                every.as_secs_f64()
+                            )));
+                        }
+                        Some(before) if *before != why => {
+                            warn!(policy = %start.spec.role, "policy server still unreachable, now: {why}")
+                        }
+                        Some(_) => debug!(policy = %start.spec.role, "policy server still unreachable: {why}"),
+                    };
+                    unreachable = Some(why);
                     next_load = Some(Instant::now() + every);
                 }
-                Err(e) => {
+                (Err(e), _) => {
                     send(What::LoadFailed(e.to_string()));
                 }
             }

@@ -244,7 +244,7 @@ def test_a_server_absent_at_start_is_a_fallback_start_that_connects_later(peer, 
     try:
         assert wait_for(lambda: drove(d, "pure", 0), 10), node.output()
         time.sleep(1.5)  # a few retries: said once, not once per try
-        assert node.output().count("POLICY SERVER UNREACHABLE") == 1, node.output()
+        assert node.output().count("POLICY NOT CONNECTED") == 1, node.output()
         t0 = time.monotonic()
         with t.start():
             assert wait_for(lambda: drove(d, "hybrid", t0), 60), node.output()

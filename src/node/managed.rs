@@ -7,7 +7,8 @@
 //! stops the workers and starts the pipeline over, shutdown stops
 //! everything) and finished with its outcome. Whether a transition exists is
 //! the lifecycle core's; whether a configure succeeded is [`Configuring`]'s
-//! (the primary policy must load).
+//! (the primary policy must load, or, served remotely, its server may be
+//! unreachable: the fallback drives while its worker keeps trying).
 
 use std::time::Instant;
 

@@ -144,7 +144,7 @@ impl Shell {
         let Event { role, epoch, what } = ev;
         if !self.pipeline.is_current(role, epoch) {
             if matches!(what, What::Loaded { .. } | What::LoadFailed(_) | What::Unreachable(_)) {
-                info!(policy = %role, "a stopped worker's load ended: ignored");
+                info!(policy = %role, "a stopped worker's load (or connection attempt) ended: ignored");
             }
             return;
         }

@@ -269,7 +269,8 @@ pub struct Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthState {
     Loading,
-    /// Failed to load, or its inference thread died: not retried.
+    /// Failed to load, or its inference thread died: not retried; or its
+    /// inference server is unreachable, which its worker keeps trying.
     Unavailable,
     Healthy,
     CoolingDown,

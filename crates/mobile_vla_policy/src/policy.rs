@@ -1,7 +1,7 @@
 //! A loaded policy: its graphs, and everything needed to feed them a frame and an instruction.
 //!
-//! Owns the stages (one [`Backend`] per graph, the ONNX Runtime sessions of
-//! `session` on this robot), the preprocessor and its buffers (one tensor
+//! Owns the stages (one [`Backend`] per graph: the ONNX Runtime sessions of
+//! `session` on this robot, or a `remote` server's model), the preprocessor and its buffers (one tensor
 //! per image input), the tokenizers and what the current instruction made
 //! (its tokens, and the outputs of the per-instruction stages, computed once
 //! per instruction and fed to the per-frame ones), the recurrent state and
@@ -106,6 +106,13 @@ impl Policy {
                 return Err(PolicyError::Load(format!("ONNX file {} does not exist", p.display())));
             }
         }
+        // The servers first: while one is unreachable nothing else is opened
+        // (its worker tries the whole load again, every remote.retry_s).
+        let mut remotes = Vec::new();
+        for spec in m.stages.iter() {
+            let name = remote::served_name(&m.name, &spec.name, spec.served_as.as_deref());
+            remotes.push(if remote(spec) { Some(RemoteStage::connect(&cfg.remote, &name)?) } else { None });
+        }
         let texts = m
             .texts
             .iter()
@@ -114,12 +121,8 @@ impl Policy {
             .collect::<Result<Vec<_>, _>>()?;
         let mut backends: Vec<Box<dyn Backend>> = Vec::new();
         let mut providers = Providers::default();
-        for (spec, path) in m.stages.iter().zip(&manifest.onnx_paths) {
-            if remote(spec) {
-                let stage = RemoteStage::connect(
-                    &cfg.remote,
-                    &remote::served_name(&m.name, &spec.name, spec.served_as.as_deref()),
-                )?;
+        for ((spec, path), served) in m.stages.iter().zip(&manifest.onnx_paths).zip(remotes) {
+            if let Some(stage) = served {
                 providers.remote.push((spec.name.clone(), stage.describe().to_string()));
                 backends.push(Box::new(stage));
                 continue;

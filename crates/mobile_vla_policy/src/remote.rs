@@ -33,9 +33,12 @@ use proto::grpc_inference_service_client::GrpcInferenceServiceClient as Client;
 use proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use proto::{ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelReadyRequest, ServerMetadataRequest};
 
-/// How long connecting and the first run may take: a server's first request
-/// to a model can be slow (lazy initialisation), and it is the warm-up, not a frame.
-const FIRST_RUN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long connecting (and reading the model) may take.
+const CONNECT_BOUND: Duration = Duration::from_secs(2);
+/// How long the first run may take: a server's first request to a model can
+/// be slow (lazy initialisation), and it is the warm-up, not a frame. With
+/// the connection, under the 5 s the node gives a stopping worker.
+const FIRST_RUN_DEADLINE: Duration = Duration::from_millis(2500);
 
 /// The name a stage is served under on the server (what
 /// `scripts/triton_repository.py` writes): `<policy>_<stage>`, the policy's
@@ -70,37 +73,54 @@ impl RemoteStage {
     /// the model yet) is [`PolicyError::Unreachable`]; a bad URL or TLS file
     /// is [`PolicyError::Load`].
     pub fn connect(cfg: &RemoteConfig, model: &str) -> Result<RemoteStage, PolicyError> {
+        Self::connect_within(cfg, model, CONNECT_BOUND)
+    }
+
+    /// [`RemoteStage::connect`], the server given `bound` to answer.
+    fn connect_within(cfg: &RemoteConfig, model: &str, bound: Duration) -> Result<RemoteStage, PolicyError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| PolicyError::Load(format!("remote stage '{model}': {e}")))?;
         let deadline = Duration::from_secs_f64(cfg.deadline_s);
-        let endpoint = endpoint(cfg, FIRST_RUN_DEADLINE)?;
+        let endpoint = endpoint(cfg, bound)?;
         let channel = {
             let _enter = runtime.enter();
             endpoint.connect_lazy()
         };
         let mut client = Client::new(channel);
-        let at = |e: tonic::Status| unreachable_or_remote(&cfg.url, model, e, FIRST_RUN_DEADLINE);
-        let (server, ready, meta) = runtime.block_on(async {
-            let server = client.server_metadata(ServerMetadataRequest {}).await.map_err(at)?.into_inner();
-            let ready = client
-                .model_ready(ModelReadyRequest { name: model.into(), version: cfg.model_version.clone() })
-                .await
-                .map_err(at)?
-                .into_inner()
-                .ready;
-            if !ready {
-                return Ok((server, false, None));
-            }
-            let meta = client
-                .model_metadata(ModelMetadataRequest { name: model.into(), version: cfg.model_version.clone() })
-                .await
-                .map_err(at)?
-                .into_inner();
-            Ok::<_, PolicyError>((server, true, Some(meta)))
-        })?;
-        let Some(meta) = meta.filter(|_| ready) else {
+        let at = |e: tonic::Status| unreachable_or_remote(&cfg.url, model, e, bound);
+        // One bound for all of it: a server that accepts connections but never
+        // answers (stopped) must not hang the load.
+        let asked = runtime.block_on(async {
+            tokio::time::timeout(bound, async {
+                let server = client.server_metadata(ServerMetadataRequest {}).await.map_err(at)?.into_inner();
+                let ready = client
+                    .model_ready(ModelReadyRequest { name: model.into(), version: cfg.model_version.clone() })
+                    .await
+                    .map_err(at)?
+                    .into_inner()
+                    .ready;
+                if !ready {
+                    return Ok((server, None));
+                }
+                let meta = client
+                    .model_metadata(ModelMetadataRequest { name: model.into(), version: cfg.model_version.clone() })
+                    .await
+                    .map_err(at)?
+                    .into_inner();
+                Ok::<_, PolicyError>((server, Some(meta)))
+            })
+            .await
+        });
+        let (server, meta) = asked.map_err(|_| {
+            PolicyError::Unreachable(format!(
+                "{} (model '{model}'): no answer within {:.1} s",
+                cfg.url,
+                bound.as_secs_f64()
+            ))
+        })??;
+        let Some(meta) = meta else {
             return Err(PolicyError::Unreachable(format!(
                 "{} at {}: model '{model}'{} is not ready on the server",
                 server.name,
@@ -111,13 +131,31 @@ impl RemoteStage {
         let ports = |list: &[proto::model_metadata_response::TensorMetadata]| {
             list.iter().map(|t| Port { name: t.name.clone(), info: value_info(&t.datatype, &t.shape) }).collect()
         };
-        let version = if cfg.model_version.is_empty() { meta.versions.join(", ") } else { cfg.model_version.clone() };
+        // One version for every request, the one checked here: the server's
+        // version policy must not swap the model under the robot's state.
+        let version = match (cfg.model_version.as_str(), meta.versions.as_slice()) {
+            ("", [only]) => only.clone(),
+            ("", []) => {
+                return Err(PolicyError::Unreachable(format!(
+                    "{} at {}: model '{model}' has no version ready",
+                    server.name, cfg.url
+                )))
+            }
+            ("", many) => {
+                return Err(PolicyError::Load(format!(
+                    "{} at {}: model '{model}' serves versions {many:?}: set policy.*.remote.model_version to the one \
+                     this manifest describes",
+                    server.name, cfg.url
+                )))
+            }
+            (pinned, _) => pinned.to_string(),
+        };
         let description = format!("{model} (version {version}) on {} {} at {}", server.name, server.version, cfg.url);
         Ok(RemoteStage {
             runtime,
             client,
             model: model.into(),
-            version: cfg.model_version.clone(),
+            version,
             deadline,
             first_run: true,
             inputs: ports(&meta.inputs),
@@ -184,8 +222,18 @@ impl Backend for RemoteStage {
             Err(_) => return Err(missed(at, deadline)),
             Ok(Err(status)) if late(&status) => return Err(missed(at, deadline)),
             Ok(Err(status)) => return Err(classify(at, status)),
+            // tokio polls the call before its timer: an answer just past the deadline is still late.
+            Ok(Ok(_)) if t0.elapsed() > deadline => return Err(missed(at, deadline)),
             Ok(Ok(r)) => r.into_inner(),
         };
+        if (!response.model_name.is_empty() && response.model_name != self.model)
+            || (!response.model_version.is_empty() && response.model_version != self.version)
+        {
+            return Err(PolicyError::Remote(format!(
+                "{at}: answered by model '{}' version {}",
+                response.model_name, response.model_version
+            )));
+        }
         let outputs = wanted
             .iter()
             .map(|name| {
@@ -316,7 +364,11 @@ fn output(response: &ModelInferResponse, name: &str, declared: Option<&ValueInfo
     if t.shape.iter().any(|d| *d < 0) {
         return Err(format!("has shape {:?}", t.shape));
     }
-    let count: usize = t.shape.iter().map(|&d| d as usize).product();
+    let count = t
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+        .ok_or_else(|| format!("has shape {:?}", t.shape))?;
     let values = match response.raw_output_contents.get(i) {
         Some(raw) => from_raw(ty, raw, count)?,
         None => from_typed(ty, t.contents.as_ref(), count)?,
@@ -332,8 +384,9 @@ fn from_raw(ty: TensorElementType, raw: &[u8], count: usize) -> Result<Values, S
         E::Int64 => 8,
         other => return Err(format!("is {other:?}, which the node does not read")),
     };
-    if raw.len() != count * size {
-        return Err(format!("holds {} bytes, its shape needs {}", raw.len(), count * size));
+    let need = count.checked_mul(size).ok_or("has a shape too large to hold")?;
+    if raw.len() != need {
+        return Err(format!("holds {} bytes, its shape needs {need}", raw.len()));
     }
     Ok(match ty {
         E::Float32 => Values::F32(raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()),
@@ -445,6 +498,13 @@ mod tests {
         let cfg = RemoteConfig { url: format!("http://127.0.0.1:{port}"), ..Default::default() };
         let Err(e) = RemoteStage::connect(&cfg, "hybrid_policy") else { panic!("connected to nothing") };
         assert!(matches!(&e, PolicyError::Unreachable(w) if w.contains(&cfg.url)), "{e}");
+        // A server that accepts connections and never answers (stopped): the load ends within its bound.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let cfg = RemoteConfig { url: format!("http://{}", silent.local_addr().unwrap()), ..Default::default() };
+        let t0 = Instant::now();
+        let Err(e) = RemoteStage::connect_within(&cfg, "hybrid_policy", Duration::from_millis(300)) else { panic!() };
+        assert!(matches!(&e, PolicyError::Unreachable(w) if w.contains("no answer")), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
         let cfg = RemoteConfig { url: "http://bad host".into(), ..Default::default() };
         assert!(matches!(RemoteStage::connect(&cfg, "m"), Err(PolicyError::Load(_))));
     }

@@ -11,7 +11,7 @@
 //! [`Policy::infer`]) starts with zero state and empty windows. For each frame it skips what cannot
 //! drive (no task, a refused instruction, a stale or future stamp on the
 //! node's clock, a frame the preprocessor refuses, windows still filling) and runs the rest, timed,
-//! cancellable from another thread ([`RunWatch`]). It never decides whether a
+//! cancellable from another thread ([`RunWatch`]; a remote stage ends by its own deadline instead). It never decides whether a
 //! result may move the robot: that is the control core's. No threads and no
 //! ROS here: the node runs it on an inference thread, the evaluation tool
 //! inline.

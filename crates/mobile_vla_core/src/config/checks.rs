@@ -58,8 +58,14 @@ fn remote(policy: &str, r: &super::RemoteConfig, hard_timeout_s: f64) -> Result<
         return Ok(());
     }
     let https = r.url.starts_with("https://");
-    let host = r.url.strip_prefix("http://").or_else(|| r.url.strip_prefix("https://")).unwrap_or("");
-    if host.is_empty() || host.starts_with(['/', ':']) {
+    // host:port, nothing else: a gRPC server has no path, and without a port
+    // the client would try 80/443, not Triton's 8001.
+    let authority = r.url.strip_prefix("http://").or_else(|| r.url.strip_prefix("https://")).unwrap_or("");
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    let valid = authority.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(['/', ' ', '@', '?', '#']) && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    if !valid {
         return Err(err(
             &key("url"),
             &r.url,
@@ -121,7 +127,9 @@ mod tests {
         assert_eq!(with(&|_| {}), Ok(()), "off by default");
         assert_eq!(with(&|c| c.policy.hybrid.remote.url = "http://gpu:8001".into()), Ok(()));
         assert_eq!(with(&|c| c.policy.pure.remote.url = "https://gpu:8001".into()), Ok(()));
-        for bad in ["gpu:8001", "grpc://gpu:8001", "http://", "http://:8001"] {
+        assert_eq!(with(&|c| c.policy.hybrid.remote.url = "http://[::1]:8001/".into()), Ok(()));
+        let bad_urls = ["gpu:8001", "grpc://gpu:8001", "http://", "http://:8001", "http://gpu", "http://gpu:x"];
+        for bad in bad_urls.into_iter().chain(["http://gpu:8001/v2", "http://bad host:8001"]) {
             let e = with(&|c| c.policy.hybrid.remote.url = bad.into()).unwrap_err();
             assert_eq!(e.key, "policy.hybrid.remote.url", "{bad}");
             assert!(e.allowed.contains("http://host:port"), "{e}");

@@ -284,7 +284,7 @@ impl Controller {
     /// (the worker keeps trying): the fallback drives meanwhile.
     pub fn unreachable(&mut self, role: Role, why: &str, now: Instant) -> Effects {
         let mut fx = Effects::default();
-        error!(policy = %role, "{role} POLICY SERVER UNREACHABLE: {why}");
+        error!(policy = %role, "POLICY NOT CONNECTED ({role}), the fallback drives: {why}");
         let s = self.watchdog.unreachable(role, why.to_string(), now);
         if role == Role::Primary {
             self.start(Role::Fallback, &mut fx);
