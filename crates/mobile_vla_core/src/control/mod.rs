@@ -267,15 +267,15 @@ impl Controller {
 
     /// A worker finished loading its policy, or failed to.
     pub fn loaded(&mut self, role: Role, result: Result<(), String>, now: Instant) -> Effects {
-        let mut fx = Effects::default();
         if let Err(e) = &result {
             error!(policy = %role, "POLICY NOT LOADED ({role}): {e}");
         }
         let failed = result.is_err();
         let s = self.watchdog.loaded(role, result, now);
-        if failed && role == Role::Primary {
-            self.start(Role::Fallback, &mut fx);
+        if failed {
+            return self.out_of_service(role, s, now);
         }
+        let mut fx = Effects::default();
         self.after_switch(s, now, &mut fx);
         fx
     }
@@ -283,25 +283,26 @@ impl Controller {
     /// A worker's remote policy cannot reach its inference server at start
     /// (the worker keeps trying): the fallback drives meanwhile.
     pub fn unreachable(&mut self, role: Role, why: &str, now: Instant) -> Effects {
-        let mut fx = Effects::default();
         error!(policy = %role, "POLICY NOT CONNECTED ({role}), the fallback drives: {why}");
         let s = self.watchdog.unreachable(role, why.to_string(), now);
-        if role == Role::Primary {
-            self.start(Role::Fallback, &mut fx);
-        }
-        self.after_switch(s, now, &mut fx);
-        fx
+        self.out_of_service(role, s, now)
     }
 
     /// A worker's thread ended while the node runs (it panicked): that policy is gone.
     pub fn worker_exited(&mut self, role: Role, why: &str, now: Instant) -> Effects {
-        let mut fx = Effects::default();
         error!(policy = %role, "the {role} inference thread died: {why}");
         let s = self.watchdog.lost(role, format!("inference thread died: {why}"), now);
+        self.out_of_service(role, s, now)
+    }
+
+    /// `role` cannot run (`switch`: what the watchdog made of it): a primary
+    /// out of service starts the fallback, if it is not running yet.
+    fn out_of_service(&mut self, role: Role, switch: Option<Switch>, now: Instant) -> Effects {
+        let mut fx = Effects::default();
         if role == Role::Primary {
             self.start(Role::Fallback, &mut fx);
         }
-        self.after_switch(s, now, &mut fx);
+        self.after_switch(switch, now, &mut fx);
         fx
     }
 
